@@ -1,0 +1,54 @@
+"""Decoupled prototype learner with a cosine classifier.
+
+The backbone is trained with cross-entropy on the base session and then frozen. Every class,
+base or novel, is represented by the mean feature of its training samples (its prototype);
+a test image gets the cosine similarity to each prototype as its logit. This "decoupled
+cosine" baseline is the strong simple reference of Zhang et al., "Few-Shot Incremental
+Learning with Continually Evolved Classifiers" (CEC), CVPR 2021, section 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
+from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.training import SGDRecipe, class_means, cosine_logits, extract_features
+
+
+@dataclass(frozen=True)
+class PrototypeHparams:
+    backbone: str = QUICK_BACKBONE
+    base: SGDRecipe = QUICK_BASE_SGD
+    scale: float = 16.0
+
+
+class Prototype(MethodBase):
+    name = "prototype"
+    paper = "Zhang et al., Few-Shot Incremental Learning with Continually Evolved Classifiers, CVPR 2021 (decoupled cosine)"
+    presets = {
+        "quick": PrototypeHparams(),
+        "paper": {"default": PrototypeHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0))},
+    }
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        hp: PrototypeHparams = ctx.hparams
+        self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base).backbone
+        self.scale = hp.scale
+        self.prototypes = torch.empty(0, self.backbone.out_dim, device=ctx.device)
+        self.fit_session(session, ctx)
+
+    @torch.no_grad()
+    def fit_session(self, session: Session, ctx: Context) -> None:
+        feats, labels = extract_features(self.backbone, session.train, ctx)
+        self.prototypes = torch.cat([self.prototypes, class_means(feats, labels, session.new_classes)])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(self.backbone(images), self.prototypes, self.scale)
+
+    def memory(self) -> MemoryDeclaration:
+        n, d = self.prototypes.shape
+        return MemoryDeclaration(feature_vectors=n, bytes=n * d * 4, notes="one mean feature per seen class")

@@ -1,0 +1,102 @@
+"""Base-session models cached by a hash of their recipe.
+
+Methods that share a base recipe (same backbone, data, hyperparameters and seed) train it once:
+the first trains and saves it, the others load it. The key covers the benchmark id, the seed,
+the recipe and ``BASE_CODE_VERSION`` (bumped when the training code changes what it produces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.cache import atomic_write_bytes, sha256_file, stable_hash
+from .models import build_backbone
+from .protocol import Context, Session
+from .training import SGDRecipe, train_supervised
+
+BASE_CODE_VERSION = 1
+
+
+def _verified_state(path: Path) -> dict[str, Any] | None:
+    sidecar = path.with_suffix(".sha256")
+    if not path.exists() or not sidecar.exists() or sha256_file(path) != sidecar.read_text().strip():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+
+
+def cached_model(
+    ctx: Context,
+    recipe: dict[str, Any],
+    build: Callable[[], nn.Module],
+    train: Callable[[nn.Module], None],
+) -> nn.Module:
+    """Return the model of ``recipe``, trained by ``train`` on first use and loaded afterwards.
+
+    ``build`` is called under a seed derived from the recipe, so every method asking for the
+    same recipe starts from the same initial weights. Cache use is noted in ``ctx.extra``.
+    """
+    key = stable_hash({"benchmark": ctx.benchmark.id, "seed": ctx.seed, "recipe": recipe, "code": BASE_CODE_VERSION})
+    path = ctx.cache_dir / "base_models" / f"{key}.pt"
+    torch.manual_seed(ctx.stage_seed("base-init", key))
+    model = build().to(ctx.device)
+    state = _verified_state(path)
+    note: dict[str, Any] = {"key": key, "recipe": recipe}
+    if state is not None:
+        model.load_state_dict(state)
+        note["cache_hit"] = True
+        ctx.log(f"base model {key}: loaded from cache")
+    else:
+        if path.exists():
+            ctx.log(f"base model cache {path} failed its checksum; retraining")
+        start = time.perf_counter()
+        train(model)
+        note["cache_hit"] = False
+        note["train_seconds"] = round(time.perf_counter() - start, 3)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path.with_suffix(".sha256"), (sha256_file(path) + "\n").encode())
+    model.eval()
+    ctx.extra["base_model"] = note
+    return model
+
+
+class BackboneWithHead(nn.Module):
+    """A backbone followed by a linear classifier over ``num_classes`` classes."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe) -> BackboneWithHead:
+    """The standard base model: ``backbone`` + linear head trained with cross-entropy on the
+    base session, shared (through the cache) by every method with the same settings."""
+    recipe = {"kind": "cross-entropy", "backbone": backbone, "sgd": dataclasses.asdict(sgd), "classes": session.num_seen}
+    generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
+
+    def train(model: nn.Module) -> None:
+        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator)
+
+    return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(backbone), session.num_seen), train)
+
+
+#: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once.
+QUICK_BACKBONE = "convnet4"
+QUICK_BASE_SGD = SGDRecipe(epochs=12, lr=0.1, batch_size=128, warmup_epochs=1.0)

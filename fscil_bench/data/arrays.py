@@ -1,0 +1,105 @@
+"""In-memory image sets and their batch iterators.
+
+Every benchmark is held as decoded uint8 arrays (``(N, H, W, 3)``, possibly memory-mapped) plus
+integer labels. A :class:`LabelledImages` is what a method receives for one session: only that
+session's samples, with the benchmark's train and test transforms attached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BatchTransform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ImageArray:
+    """Decoded images and their global class ids.
+
+    Attributes:
+        images: uint8 array ``(N, H, W, 3)``.
+        labels: int64 array ``(N,)``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ImageArray:
+        """A copy holding only ``indices`` (a copy, so it shares no memory with the pool)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageArray(np.ascontiguousarray(self.images[idx]), np.asarray(self.labels[idx], dtype=np.int64).copy())
+
+
+class LabelledImages:
+    """A session's training samples with batch iterators that apply the benchmark's transforms.
+
+    ``batches(augment=True)`` yields augmented training batches; ``batches(augment=False)``
+    yields the test-time view of the same images (for feature extraction or class means).
+    """
+
+    def __init__(self, data: ImageArray, train_transform: BatchTransform, eval_transform: BatchTransform):
+        self._images = torch.from_numpy(data.images)
+        self._labels = torch.from_numpy(data.labels)
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+    @property
+    def raw_images(self) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` images before any transform."""
+        return self._images
+
+    def classes(self) -> list[int]:
+        return sorted(set(self._labels.tolist()))
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        augment: bool,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(images, labels)`` on ``device``; images transformed and normalised."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        transform = self.train_transform if augment else self.eval_transform
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            raw = self._images[idx].to(device, non_blocking=True)
+            yield transform(raw, generator), self._labels[idx].to(device, non_blocking=True)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
+def iterate_images(
+    images: np.ndarray, transform: BatchTransform, batch_size: int, device: torch.device | str
+) -> Iterator[torch.Tensor]:
+    """Yield transformed batches of a uint8 ``(N, H, W, 3)`` array, in order (used for evaluation)."""
+    for start in range(0, len(images), batch_size):
+        raw = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        yield transform(raw, None)

@@ -1,0 +1,195 @@
+"""The common protocol every FSCIL method implements.
+
+A method sees the base session's training data once (``fit_base``), then each incremental
+session's few-shot data in turn (``fit_session``), and after every session is asked for logits
+over the classes seen so far (``predict``). The runner never hands it test labels, future
+classes or earlier sessions' data; whatever it keeps of the past it declares in ``memory()``.
+
+A complete, runnable plugin is ``examples/nearest_mean_pixels.py``: subclass :class:`MethodBase`,
+give it a ``name`` and ``presets``, implement the three methods, and pass the file to
+``fscil-bench run --plugin FILE.py`` (or register the class under the ``fscil_bench.methods``
+entry-point group of your package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import torch
+
+from .data.arrays import LabelledImages
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a method receives for one session.
+
+    Attributes:
+        index: 0 for the base session, then 1, 2, ...
+        new_classes: global ids of the classes this session introduces.
+        num_seen: classes seen once this session is learned (``predict`` returns this many logits).
+        shots: samples per new class, ``None`` in the base session.
+        train: this session's training samples only.
+    """
+
+    index: int
+    new_classes: tuple[int, ...]
+    num_seen: int
+    shots: int | None
+    train: LabelledImages
+
+    @property
+    def is_base(self) -> bool:
+        return self.index == 0
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """Facts about the benchmark a method may know in advance (no data)."""
+
+    name: str
+    version: int
+    family: str
+    num_classes: int
+    num_sessions: int
+    num_base_classes: int
+    image_size: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Progress(Protocol):
+    """A progress sink: wraps an iterable in a progress bar (or not)."""
+
+    def __call__(self, iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterator[T]: ...
+
+
+@dataclass
+class Context:
+    """Everything a method may use besides the session data.
+
+    Attributes:
+        device: where to train and predict.
+        seed: the run's seed; ``generator`` is a CPU generator seeded with it.
+        num_classes_total: classes in the whole benchmark (methods may pre-assign prototypes).
+        hparams: the chosen preset's hyperparameters (the method's own dataclass).
+        benchmark: facts about the benchmark.
+        cache_dir: a folder for caches shared between runs (base models, features).
+        progress: wraps long loops in a progress bar.
+        log: prints a message without breaking progress bars.
+    """
+
+    device: torch.device
+    seed: int
+    generator: torch.Generator
+    num_classes_total: int
+    hparams: Any
+    benchmark: BenchmarkInfo
+    cache_dir: Path
+    progress: Progress
+    log: Callable[[str], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stage_seed(self, *tags: Any) -> int:
+        """A seed derived from the run's seed and ``tags``, stable across processes."""
+        from .data.cache import stable_hash
+
+        return int(stable_hash([self.seed, *tags], length=8), 16)
+
+
+@dataclass(frozen=True)
+class MemoryDeclaration:
+    """What a method keeps from past sessions, beyond its model weights.
+
+    Attributes:
+        exemplars: raw training images kept (e.g. iCaRL's exemplar memory).
+        feature_vectors: stored feature vectors (class means, prototypes, cached features).
+        bytes: approximate bytes of that memory.
+        notes: free text (e.g. "one mean feature per old class").
+    """
+
+    exemplars: int = 0
+    feature_vectors: int = 0
+    bytes: int = 0
+    notes: str = ""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The interface a plugin implements. See :class:`MethodBase` for the usual base class."""
+
+    name: str
+
+    def fit_base(self, session: Session, ctx: Context) -> None: ...
+
+    def fit_session(self, session: Session, ctx: Context) -> None: ...
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class MethodBase:
+    """Convenient base class for methods.
+
+    Subclasses set ``name``, ``presets`` (preset name -> hyperparameter dataclass instance or
+    dict; a preset may also map benchmark families to those, e.g. ``{"cifar100": ..., "default": ...}``)
+    and implement ``fit_base``, ``fit_session`` and ``predict``.
+
+    Class attributes a report shows next to the method:
+        extra_data: data used beyond the benchmark (e.g. "ImageNet-pretrained backbone").
+        oracle: True for a method that breaks the protocol on purpose (an upper bound).
+        paper: the citation of the method.
+    """
+
+    name: ClassVar[str] = ""
+    presets: ClassVar[Mapping[str, Any]] = {}
+    extra_data: ClassVar[str | None] = None
+    oracle: ClassVar[bool] = False
+    paper: ClassVar[str] = ""
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        return list(cls.presets)
+
+    @classmethod
+    def resolve_preset(cls, preset: str, family: str) -> Any:
+        """The hyperparameters of ``preset`` for a benchmark ``family``."""
+        if preset not in cls.presets:
+            raise KeyError(f"method {cls.name!r} has no preset {preset!r}; choose from {', '.join(cls.presets)}")
+        value = cls.presets[preset]
+        if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) or dataclasses.is_dataclass(v) for v in value.values()):
+            if family in value:
+                return value[family]
+            if "default" in value:
+                return value["default"]
+            raise KeyError(f"method {cls.name!r} preset {preset!r} has no settings for {family!r} (has {', '.join(value)})")
+        return value
+
+    def memory(self) -> MemoryDeclaration:
+        """What this method keeps from past sessions; override when it keeps anything."""
+        return MemoryDeclaration()
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def fit_session(self, session: Session, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def hparams_to_dict(hparams: Any) -> dict[str, Any]:
+    """A JSON-friendly view of a preset (dataclass or mapping)."""
+    if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
+        return dataclasses.asdict(hparams)
+    if isinstance(hparams, Mapping):
+        return dict(hparams)
+    return {"value": repr(hparams)}

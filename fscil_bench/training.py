@@ -1,0 +1,141 @@
+"""Training and feature-extraction helpers every method wants.
+
+``train_supervised`` runs SGD with momentum, linear warm-up and cosine decay over a session's
+training set; ``extract_features`` runs a frozen network over a set in evaluation mode;
+``class_means`` averages features per class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.arrays import LabelledImages
+from .protocol import Context
+
+
+@dataclass(frozen=True)
+class SGDRecipe:
+    """An SGD schedule.
+
+    Attributes:
+        epochs: passes over the training set.
+        lr: peak learning rate (after warm-up).
+        batch_size: samples per step (the last, smaller batch is dropped when the set is larger
+            than one batch, so BatchNorm never sees a batch of one).
+        momentum, weight_decay: SGD settings.
+        warmup_epochs: linear warm-up length, in epochs (fractions allowed).
+        schedule: "cosine" (decay to 0 over all steps), "step" (multiply by ``gamma`` at each of
+            ``milestones``) or "constant".
+        milestones: epochs (fractions allowed) at which the "step" schedule decays the rate.
+        gamma: the "step" schedule's decay factor.
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
+
+
+def lr_at(step: int, total: int, warmup: int, recipe: SGDRecipe) -> float:
+    """Learning rate at ``step`` of ``total``: linear warm-up over ``warmup`` steps, then the schedule."""
+    if warmup and step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    if recipe.schedule == "constant":
+        return recipe.lr
+    if recipe.schedule == "step":
+        epoch = step * recipe.epochs / max(1, total)
+        return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    if recipe.schedule != "cosine":
+        raise ValueError(f"unknown schedule {recipe.schedule!r}")
+    progress = (step - warmup) / max(1, total - warmup)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_supervised(
+    model: nn.Module,
+    data: LabelledImages,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    recipe: SGDRecipe,
+    ctx: Context,
+    desc: str,
+    params: list[nn.Parameter] | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> list[float]:
+    """Train ``model`` (or only ``params``) on ``data`` with augmentation; return per-epoch mean loss.
+
+    ``forward`` maps a batch of images to what ``loss_fn`` takes with the labels (default: the
+    model itself); ``generator`` orders and augments the batches (default: ``ctx.generator``).
+    """
+    generator = generator or ctx.generator
+    forward = forward or model
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    drop_last = len(data) > recipe.batch_size
+    steps_per_epoch = data.num_batches(recipe.batch_size, drop_last=drop_last)
+    total = steps_per_epoch * recipe.epochs
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    model.train()
+    step, history = 0, []
+    bar = ctx.progress(range(recipe.epochs), desc=desc, total=recipe.epochs)
+    for _ in bar:
+        running, seen = torch.zeros((), device=ctx.device), 0
+        for x, y in data.batches(
+            recipe.batch_size, augment=True, shuffle=True, generator=generator, device=ctx.device, drop_last=drop_last
+        ):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, warmup, recipe)
+            loss = loss_fn(forward(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Accumulate on the device: no host synchronisation per step.
+            running += loss.detach() * len(y)
+            seen += len(y)
+            step += 1
+        history.append(float(running) / max(seen, 1))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{history[-1]:.3f}")
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def extract_features(
+    network: Callable[[torch.Tensor], torch.Tensor], data: LabelledImages, ctx: Context, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every sample of ``data`` under the test-time transform, and their labels."""
+    if isinstance(network, nn.Module):
+        network.eval()
+    feats, labels = [], []
+    for x, y in data.batches(batch_size, augment=False, device=ctx.device):
+        feats.append(network(x))
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, classes: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """Row ``i`` is the mean feature of class ``classes[i]``."""
+    rows = []
+    for c in classes:
+        mask = labels == c
+        if not mask.any():
+            raise ValueError(f"no sample of class {c} to average")
+        rows.append(features[mask].mean(0))
+    return torch.stack(rows)
+
+
+def cosine_logits(features: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * cos(feature_i, weight_c)`` for every sample i and class c."""
+    return scale * F.normalize(features, dim=1) @ F.normalize(weights, dim=1).T

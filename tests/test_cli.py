@@ -1,0 +1,146 @@
+"""The command line, end to end on the tiny built-in benchmark."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fscil_bench.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = REPO / "examples" / "nearest_mean_pixels.py"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("FSCIL_BENCH_CACHE", str(path))
+    return path
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    return main(list(args)), ""
+
+
+def test_unknown_benchmark_lists_the_valid_ones(tmp_path, cache, capsys):
+    assert main(["run", "--benchmark", "nope", "--output", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: unknown benchmark 'nope'; available: ") and "glyphs100" in err[0]
+
+
+def test_unknown_method_lists_the_valid_ones(tmp_path, cache, capsys):
+    assert main(["run", "--methods", "nope", "--output", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown method 'nope'; available: " in err[0] and "finetune" in err[0] and "prototype" in err[0]
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, cache, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "--benchmark", "glyphs100-tiny", "--output", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write results to {blocker}/runs")
+
+
+def test_example_plugin_runs_through_the_cli_beside_a_broken_one(tmp_path, cache, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import does_not_exist_anywhere\n")
+    runs = tmp_path / "runs"
+    code = main(["run", "--benchmark", "glyphs100-tiny", "--plugin", str(EXAMPLE_PLUGIN), "--plugin", str(broken),
+                 "--methods", "nearest-mean-pixels", "--output", str(runs)])
+    out, err = capsys.readouterr()
+    assert code == 1  # the broken plugin is an error, but it did not stop the others
+    assert f"error: plugin file {broken} failed to import: ModuleNotFoundError" in err
+    assert "Traceback" not in err
+    record = json.loads((runs / "glyphs100-tiny@1" / "nearest-mean-pixels" / "quick" / "seed-0" / "record.json").read_text())
+    assert record["status"] == "completed"
+    assert len(record["metrics"]["session_acc"]) == 9
+    assert record["memory"]["feature_vectors"] == 100
+    assert record["method"]["source"].startswith("plugin ")
+    # Far above chance (1/60 on the base session), far from perfect.
+    assert 0.05 < record["metrics"]["session_acc"][0] < 0.95
+
+
+@pytest.mark.slow
+def test_default_methods_full_flow_with_resume(tmp_path, cache, capsys):
+    runs = tmp_path / "runs"
+    args = ["run", "--benchmark", "glyphs100-tiny", "--output", str(runs)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 runs complete" in out
+    assert main(args) == 0
+    assert out.count("skipped") == 0 and capsys.readouterr().out.count("already complete, skipped") == 2
+    assert main(["report", "--runs", str(runs), "--output", str(tmp_path / "lb")]) == 0
+    md = (tmp_path / "lb" / "glyphs100-tiny-v1.md").read_text()
+    assert "| finetune" in md and "| prototype" in md
+
+
+def test_console_script_is_installed_and_lists_methods(tmp_path, cache):
+    exe = Path(sys.executable).parent / "fscil-bench"
+    out = subprocess.run([str(exe), "list"], capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "glyphs100@1" in out.stdout and "finetune" in out.stdout and "prototype" in out.stdout
+
+
+INTERRUPT_PLUGIN = '''
+import os, time
+import torch
+from fscil_bench import MethodBase
+
+
+class Fast(MethodBase):
+    name = "fast"
+    presets = {"quick": {}}
+
+    def fit_base(self, session, ctx):
+        self.n = session.num_seen
+
+    def fit_session(self, session, ctx):
+        self.n = session.num_seen
+
+    def predict(self, images):
+        return torch.zeros(len(images), self.n)
+
+
+class Slow(Fast):
+    name = "slow"
+
+    def fit_base(self, session, ctx):
+        if os.environ.get("SLOW_FOREVER"):
+            time.sleep(600)
+        super().fit_base(session, ctx)
+'''
+
+
+def test_killing_a_run_loses_nothing_that_finished(tmp_path, cache):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(INTERRUPT_PLUGIN)
+    runs = tmp_path / "runs"
+    exe = str(Path(sys.executable).parent / "fscil-bench")
+    cmd = [exe, "run", "--benchmark", "glyphs100-tiny", "--plugin", str(plugin), "--methods", "fast,slow",
+           "--seeds", "0", "1", "--output", str(runs)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "SLOW_FOREVER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = runs / "glyphs100-tiny@1" / "fast" / "quick"
+    import time
+
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(done.glob("seed-*/record.json"))) < 2:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    first = {p: p.read_text() for p in done.glob("seed-*/record.json")}
+    assert len(first) == 2
+    assert not list((runs / "glyphs100-tiny@1").glob("slow/*/*/record.json"))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("already complete, skipped") == 2
+    assert {p: p.read_text() for p in done.glob("seed-*/record.json")} == first  # untouched
+    assert len(list((runs / "glyphs100-tiny@1").glob("slow/*/*/record.json"))) == 2
+    forced = subprocess.run([exe, "run", "--benchmark", "glyphs100-tiny", "--plugin", str(plugin), "--methods", "fast",
+                             "--force", "--output", str(runs)], capture_output=True, text=True, timeout=300)
+    assert forced.returncode == 0 and "skipped" not in forced.stdout
