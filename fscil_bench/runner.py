@@ -72,10 +72,9 @@ def make_session(bench: Benchmark, t: int) -> Session:
 @torch.no_grad()
 def evaluate(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str) -> np.ndarray:
     """Predicted class of every test image of the first ``num_seen`` classes (in test-set order)."""
-    mask = bench.test.labels < num_seen
-    images = bench.test.images[mask] if not mask.all() else bench.test.images
-    batches = iterate_images(images, bench.eval_transform, options.eval_batch_size, options.device)
-    total = -(-len(images) // options.eval_batch_size)
+    rows = np.flatnonzero(bench.test.labels < num_seen)
+    batches = iterate_images(bench.test.images, bench.eval_transform, options.eval_batch_size, options.device, rows)
+    total = -(-len(rows) // options.eval_batch_size)
     preds = []
     for x in options.progress(batches, desc=desc, total=total):
         logits = method.predict(x)

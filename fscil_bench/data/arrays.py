@@ -97,9 +97,17 @@ class LabelledImages:
 
 
 def iterate_images(
-    images: np.ndarray, transform: BatchTransform, batch_size: int, device: torch.device | str
+    images: np.ndarray,
+    transform: BatchTransform,
+    batch_size: int,
+    device: torch.device | str,
+    indices: np.ndarray | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield transformed batches of a uint8 ``(N, H, W, 3)`` array, in order (used for evaluation)."""
-    for start in range(0, len(images), batch_size):
-        raw = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+    """Yield transformed batches of a uint8 ``(N, H, W, 3)`` array (or of its rows ``indices``),
+    in order. Only one batch is copied at a time, so memory-mapped sets stay on disk."""
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        block = images[chunk[0] : chunk[-1] + 1] if len(chunk) and chunk[-1] - chunk[0] + 1 == len(chunk) else images[chunk]
+        raw = torch.from_numpy(np.ascontiguousarray(block)).to(device)
         yield transform(raw, None)
