@@ -1,11 +1,11 @@
-"""An example fscil-bench plugin: nearest class mean on downsampled pixels.
+"""An example fscil-bench plugin: nearest class mean on downsampled edge maps.
 
 Run it beside the built-in methods with:
 
     fscil-bench run --plugin examples/nearest_mean_pixels.py --methods nearest-mean-pixels,prototype
 
-It keeps one mean vector per class (declared in ``memory``), so it never forgets, but raw pixels
-are a weak representation: it is a floor any learned method should beat.
+It keeps one mean vector per class (declared in ``memory``), so it never forgets, but pooled
+edges are a weak representation: it is a floor any learned method should beat.
 """
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 
 @dataclass(frozen=True)
 class Hparams:
-    pool: int = 8  # images are average-pooled to pool x pool before comparing
+    pool: int = 8  # edge maps are average-pooled to pool x pool before comparing
 
 
 class NearestMeanPixels(MethodBase):
@@ -26,15 +26,19 @@ class NearestMeanPixels(MethodBase):
     presets = {"quick": Hparams(), "paper": Hparams(pool=16)}
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(F.adaptive_avg_pool2d(images, self.pool).flatten(1), dim=1)
+        """Pooled edge strength of the grey image, centred and unit-norm: blind to colours."""
+        grey = images.mean(1, keepdim=True)
+        edges = (grey.diff(dim=2)[..., :, 1:]).abs() + (grey.diff(dim=3)[..., 1:, :]).abs()
+        pooled = F.adaptive_avg_pool2d(edges, self.pool).flatten(1)
+        return F.normalize(pooled - pooled.mean(1, keepdim=True), dim=1)
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         self.pool = ctx.hparams.pool
-        self.means = torch.empty(0, 3 * self.pool**2, device=ctx.device)
+        self.means = torch.empty(0, self.pool**2, device=ctx.device)
         self.fit_session(session, ctx)
 
     def fit_session(self, session: Session, ctx: Context) -> None:
-        sums = torch.zeros(len(session.new_classes), 3 * self.pool**2, device=ctx.device)
+        sums = torch.zeros(len(session.new_classes), self.pool**2, device=ctx.device)
         counts = torch.zeros(len(session.new_classes), device=ctx.device)
         first = session.new_classes[0]
         for images, labels in session.train.batches(256, augment=False, device=ctx.device):
@@ -47,4 +51,4 @@ class NearestMeanPixels(MethodBase):
 
     def memory(self) -> MemoryDeclaration:
         n, d = self.means.shape
-        return MemoryDeclaration(feature_vectors=n, bytes=4 * n * d, notes="one mean pixel vector per seen class")
+        return MemoryDeclaration(feature_vectors=n, bytes=4 * n * d, notes="one mean edge vector per seen class")

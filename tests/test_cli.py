@@ -61,8 +61,8 @@ def test_example_plugin_runs_through_the_cli_beside_a_broken_one(tmp_path, cache
     assert len(record["metrics"]["session_acc"]) == 9
     assert record["memory"]["feature_vectors"] == 100
     assert record["method"]["source"].startswith("plugin ")
-    # Far above chance (1/60 on the base session), far from perfect.
-    assert 0.05 < record["metrics"]["session_acc"][0] < 0.95
+    # Above chance (1/60 on the base session; 10 test images per class), far from perfect.
+    assert 2 / 60 < record["metrics"]["session_acc"][0] < 0.5
 
 
 @pytest.mark.slow
