@@ -98,5 +98,5 @@ def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd:
 
 
 #: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once.
-QUICK_BACKBONE = "convnet4"
-QUICK_BASE_SGD = SGDRecipe(epochs=12, lr=0.1, batch_size=128, warmup_epochs=1.0)
+QUICK_BACKBONE = "convnet4-small"
+QUICK_BASE_SGD = SGDRecipe(epochs=4, lr=0.1, batch_size=128, warmup_epochs=0.5)
