@@ -319,6 +319,29 @@ def write_image_folder(root: Path, classes: list[str], train: int, test: int) ->
                     save_jpeg(folder / f"img{k}.JPG", image)
 
 
+PIXEL_MEANS_PLUGIN = """
+import torch
+import torch.nn.functional as F
+from fscil_bench import MethodBase
+
+
+class PixelMeans(MethodBase):
+    name = "pixel-means"
+    presets = {"quick": {}}
+
+    def fit_base(self, session, ctx):
+        self.means = []
+        self.fit_session(session, ctx)
+
+    def fit_session(self, session, ctx):
+        x, y = next(session.train.batches(len(session.train), augment=False))
+        self.means += [x[y == c].flatten(1).mean(0) for c in session.new_classes]
+
+    def predict(self, images):
+        return F.normalize(images.flatten(1), dim=1) @ F.normalize(torch.stack(self.means), dim=1).T
+"""
+
+
 def test_a_yaml_image_folder_benchmark_runs_from_the_cli(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FSCIL_BENCH_CACHE", str(tmp_path / "cache"))
     write_image_folder(tmp_path / "shapes", ["zeta", "alpha", "mid", "beta", "gamma", "delta"], train=6, test=3)
@@ -334,10 +357,12 @@ def test_a_yaml_image_folder_benchmark_runs_from_the_cli(tmp_path, capsys, monke
     assert [len(s.train_indices) for s in bench.schedule.sessions] == [12, 6, 6]
 
     runs = tmp_path / "runs"
-    code = main(["run", "--benchmark", str(yaml_file), "--plugin", str(REPO / "examples" / "nearest_mean_pixels.py"),
-                 "--methods", "nearest-mean-pixels", "--output", str(runs)])
+    plugin = tmp_path / "pixel_means.py"
+    plugin.write_text(PIXEL_MEANS_PLUGIN)
+    code = main(["run", "--benchmark", str(yaml_file), "--plugin", str(plugin),
+                 "--methods", "pixel-means", "--output", str(runs)])
     assert code == 0, capsys.readouterr().err
-    record = json.loads((runs / "shapes-fscil@2" / "nearest-mean-pixels" / "quick" / "seed-0" / "record.json").read_text())
+    record = json.loads((runs / "shapes-fscil@2" / "pixel-means" / "quick" / "seed-0" / "record.json").read_text())
     assert record["status"] == "completed" and record["benchmark"]["version"] == 2
     assert record["metrics"]["last_acc"] > 0.9
 
