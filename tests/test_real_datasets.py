@@ -21,7 +21,6 @@ from fscil_bench.schedule_files import write_schedule_file
 from real_data_fixtures import (NearestMean, cifar_lists, class_image, cub_lists, mini_lists, save_jpeg, write_cifar,
                                 write_cub, write_mini)
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def options(tmp_path: Path, data_root: Path, logs: list | None = None) -> LoadOptions:
