@@ -84,11 +84,13 @@ Samples are then made in torch batches: an affine sampling grid (plus the elasti
 clutter, blur and noise are computed for the whole batch; the result is quantised to uint8.
 The knobs are the module-level constants below; changing any of them changes the data, so
 bump :data:`GLYPHS_VERSION` with them. Generating the default size (100 x (500 + 100) images)
-takes about REPLACE_TIME on two CPU cores.
+takes about 30 s of CPU time (measured on one core of a 2-core machine; with both cores busy
+with other work it took 75 s of wall time).
 
-Difficulty: with these settings a small CNN (``convnet4-small``, 8 epochs, crop augmentation
-without flips) trained on the 60 base classes x 500 images reaches about REPLACE_ACC test
-accuracy; a nearest-class-mean on raw pixels is far below that but well above chance.
+Difficulty: with these settings a small CNN (``convnet4-small``, 8 epochs of AdamW with a
+one-cycle schedule, pad-and-crop augmentation without flips) trained on the 60 base classes x
+500 images reaches about 85% test accuracy (100 per class); a nearest class mean on the raw
+pixels of 10 classes gets about 30% (chance: 10%).
 
 Random streams
 --------------
@@ -175,8 +177,13 @@ SUPERSAMPLE = 2  # glyphs are resampled at SUPERSAMPLE x size, then box-filtered
 # --- random streams ----------------------------------------------------------------------------
 CHUNK = 10  # samples per random stream: sample i of a class is drawn in chunk i // CHUNK
 GROUP = 100  # classes rendered together (a batch is one chunk of each of GROUP classes)
-_NUM_UNIFORMS = 48  # uniform numbers drawn per sample (some spare)
-_COL_CLUTTER = 24  # first of the clutter layers' 8 columns each
+# Uniform numbers drawn per sample. Columns: 0 font, 1-6 rotation, scale, aspect, shear, x, y;
+# 7-12 background luma, foreground luma, background hue, saturation, foreground hue, saturation;
+# 13-19 texture kind, luma amplitude, direction, stripe cycles, stripe phase, tint hue, tint
+# amplitude; 20 noise; 21-22 foreground gradient direction, amplitude; 23 blur; 24-39 two clutter
+# layers of 8 (glyph, scale, angle, x, y, luma, hue, present); 40 stroke weight; 41-47 spare.
+_NUM_UNIFORMS = 48
+_COL_CLUTTER = 24
 _SALT = 0x61796C67  # mixed into every stream's seed
 _SPLITS = {"train": 0, "test": 1}
 
