@@ -43,3 +43,10 @@ def test_evaluate_resizes_and_crops():
     x = torch.randint(0, 255, (2, 100, 120, 3), dtype=torch.uint8)
     out = Evaluate(NORM, resize_to=92, crop=84)(x)
     assert out.shape == (2, 3, 84, 84)
+
+
+def test_crop_without_flip_never_mirrors():
+    x = torch.zeros(64, 8, 8, 3, dtype=torch.uint8)
+    x[:, :, :4] = 255  # left half bright
+    out = CropFlip(NORM, size=8, padding=0, flip=False)(x, torch.Generator().manual_seed(0))
+    assert bool((out[..., :4] > out[..., 4:].max()).all())

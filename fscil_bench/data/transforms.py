@@ -99,15 +99,17 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CropFlip:
-    """CIFAR-style training augmentation: pad-and-crop plus horizontal flip."""
+    """CIFAR-style training augmentation: pad-and-crop plus horizontal flip (``flip=False``
+    for data where a mirror image is another class, such as characters)."""
 
     norm: Normalization
     size: int = 32
     padding: int = 4
+    flip: bool = True
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = to_float(images, self.norm)
-        return random_flip(random_crop(x, self.size, self.padding, generator), generator)
+        x = random_crop(to_float(images, self.norm), self.size, self.padding, generator)
+        return random_flip(x, generator) if self.flip else x
 
 
 @dataclass(frozen=True)
