@@ -1,0 +1,92 @@
+"""Continual-learning baselines from Avalanche, run through the FSCIL protocol.
+
+Four strategies of Avalanche (Lomonaco et al., "Avalanche: an End-to-End Library for Continual
+Learning", CVPR Workshops 2021; Carta et al., "Avalanche: A PyTorch Library for Deep Continual
+Learning", JMLR 2023), each wrapped by
+:class:`fscil_bench.integrations.avalanche_adapter.AvalancheStrategyMethod` (see that module for
+how sessions become experiences, how the network is seeded from the shared base model, and how
+Avalanche's metrics relate to ours):
+
+* ``avalanche-naive``: ``Naive``, plain fine-tuning on each experience (the lower bound).
+* ``avalanche-lwf``: ``LwF``, Li and Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2017:
+  distillation of the previous network's softened outputs on the old classes.
+* ``avalanche-ewc``: ``EWC``, Kirkpatrick et al., "Overcoming catastrophic forgetting in neural
+  networks", PNAS 2017: a quadratic penalty weighted by the diagonal Fisher information.
+* ``avalanche-replay``: ``Replay``, experience replay from a fixed-size buffer balanced over
+  experiences (e.g. Chaudhry et al., "On Tiny Episodic Memories in Continual Learning", 2019).
+
+``quick`` seeds every network from the shared cross-entropy base model (CPU, minutes) and trains
+each few-shot session for 20 epochs at lr 0.01. ``paper`` uses the ResNet-18 base model of the
+other baselines' ``paper`` presets, hands the strategy every base image, and otherwise keeps the
+usual FSCIL fine-tuning recipe (these are not FSCIL papers: there is no published FSCIL recipe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fscil_bench.integrations.avalanche_adapter import AvalancheHparams, AvalancheStrategyMethod
+from fscil_bench.training import SGDRecipe
+
+_PAPER_BASE = dict(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
+                   base_samples_per_class=None, epochs=100, batch_size=25)
+
+
+@dataclass(frozen=True)
+class NaiveHparams(AvalancheHparams):
+    pass
+
+
+@dataclass(frozen=True)
+class LwFHparams(AvalancheHparams):
+    alpha: float = 1.0  # weight of the distillation term
+    temperature: float = 2.0
+
+
+@dataclass(frozen=True)
+class EWCHparams(AvalancheHparams):
+    ewc_lambda: float = 1000.0  # weight of the Fisher penalty
+    mode: str = "separate"  # one penalty per past experience
+
+
+@dataclass(frozen=True)
+class ReplayHparams(AvalancheHparams):
+    mem_size: int = 1000  # images in the replay buffer, shared by all experiences
+
+
+class AvalancheNaive(AvalancheStrategyMethod):
+    name = "avalanche-naive"
+    strategy = "Naive"
+    paper = "Avalanche Naive strategy (fine-tuning); Lomonaco et al., Avalanche, CVPR Workshops 2021"
+    presets = {"quick": NaiveHparams(), "paper": {"default": NaiveHparams(**_PAPER_BASE)}}
+
+
+class AvalancheLwF(AvalancheStrategyMethod):
+    name = "avalanche-lwf"
+    strategy = "LwF"
+    paper = "Li and Hoiem, Learning without Forgetting, ECCV 2016 (Avalanche LwF strategy)"
+    presets = {"quick": LwFHparams(), "paper": {"default": LwFHparams(**_PAPER_BASE)}}
+
+    def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
+        return {"alpha": hp.alpha, "temperature": hp.temperature}
+
+
+class AvalancheEWC(AvalancheStrategyMethod):
+    name = "avalanche-ewc"
+    strategy = "EWC"
+    paper = "Kirkpatrick et al., Overcoming catastrophic forgetting in neural networks, PNAS 2017 (Avalanche EWC strategy)"
+    presets = {"quick": EWCHparams(), "paper": {"default": EWCHparams(**_PAPER_BASE)}}
+
+    def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
+        return {"ewc_lambda": hp.ewc_lambda, "mode": hp.mode}
+
+
+class AvalancheReplay(AvalancheStrategyMethod):
+    name = "avalanche-replay"
+    strategy = "Replay"
+    paper = "Experience replay (Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019; Avalanche Replay strategy)"
+    presets = {"quick": ReplayHparams(), "paper": {"default": ReplayHparams(**_PAPER_BASE)}}
+
+    def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
+        return {"mem_size": hp.mem_size}

@@ -1,0 +1,161 @@
+"""Joint training: the upper bound, trained on all data of every class seen so far.
+
+An oracle that breaks the FSCIL protocol on purpose: it keeps every training image it has been
+handed (the whole base set and every few shot; declared in ``memory()``) and after each session
+trains on the union. This is the "joint-training" reference row of Tao et al., "Few-Shot
+Class-Incremental Learning", CVPR 2020, and Zhang et al., "Few-Shot Incremental Learning with
+Continually Evolved Classifiers", CVPR 2021. It is marked ``oracle`` in every report. Novel
+classes still have only their 5 shots (that is all the training data the benchmark has for
+them): what the oracle gains is that nothing is ever forgotten and old and new classes are
+trained together.
+
+Recipe (this implementation's choices):
+
+* Session 0 is the shared cross-entropy base model (:func:`cross_entropy_base_model`): trained
+  on all base data, which is all the data there is at that point.
+* Each later session continues from the previous session's model. The linear head gets rows for
+  the new classes, initialised from the new classes' mean features (weight imprinting, scaled to
+  the old rows' mean norm, bias the old rows' mean), then the model is trained with cross-entropy
+  on the union, drawn class-balanced (every seen class equally often: drawn instance-balanced, a
+  5-shot class would appear once per 1,200 base images and barely be learned).
+* ``train_backbone=True`` (``paper``): backbone and head are fine-tuned on images of the union,
+  ``session.epochs`` epochs of as many class-balanced draws as the union holds (or
+  ``samples_per_epoch``).
+* ``train_backbone=False`` (``quick``): the backbone stays the base model's and the head is
+  retrained on features of the union: a seeded pool of ``feature_pool_per_class`` base images per
+  class (the pool whose features iCaRL and CEC-episodic share through the feature cache) plus
+  every few shot, each shot also under ``augmented_views`` training augmentations, by
+  ``head_steps`` full-batch steps on the class-balanced (class-weighted) cross-entropy. This is
+  the oracle for the decoupled methods (prototype, ETF, CEC), which freeze the backbone too, and
+  it costs seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
+from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.exemplars import ImageBank
+from fscil_bench.feature_cache import base_feature_pool
+from fscil_bench.training import SGDRecipe, class_means, extract_features, lr_at, train_supervised
+
+
+@dataclass(frozen=True)
+class JointHparams:
+    backbone: str = QUICK_BACKBONE
+    base: SGDRecipe = QUICK_BASE_SGD
+    train_backbone: bool = False
+    session: SGDRecipe = field(default_factory=lambda: SGDRecipe(epochs=1, lr=0.5, batch_size=256, schedule="cosine"))
+    samples_per_epoch: int | None = None  # train_backbone: class-balanced draws per epoch (None: the union's size)
+    feature_pool_per_class: int | None = 100  # not train_backbone: base images per class in the feature union
+    augmented_views: int = 8  # not train_backbone: augmented copies of each few shot's features
+    head_steps: int = 100  # not train_backbone: full-batch steps on the union's features (lr etc. from session)
+
+
+class Joint(MethodBase):
+    name = "joint"
+    oracle = True
+    paper = "Tao et al., Few-Shot Class-Incremental Learning, CVPR 2020 (joint-training upper bound)"
+    presets = {
+        "quick": JointHparams(),
+        "paper": {
+            "default": JointHparams(
+                backbone="resnet18",
+                base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
+                train_backbone=True,
+                session=SGDRecipe(epochs=10, lr=0.01, batch_size=128, schedule="cosine"),
+            )
+        },
+    }
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        hp: JointHparams = ctx.hparams
+        # Copy: the cached base model may be shared with other methods in this process.
+        self.model = copy.deepcopy(cross_entropy_base_model(session, ctx, hp.backbone, hp.base))
+        self.bank = ImageBank()
+        self.bank.add(session.train)
+        self.generator = torch.Generator().manual_seed(ctx.stage_seed("joint-sampling"))
+        if not hp.train_backbone:
+            key = ctx.extra["base_model"]["key"]
+            _, self.features, self.feature_labels = base_feature_pool(
+                ctx, session.train, self.model.backbone, key, hp.feature_pool_per_class)
+
+    def fit_session(self, session: Session, ctx: Context) -> None:
+        hp: JointHparams = ctx.hparams
+        self.bank.add(session.train)
+        self._grow_head(session, ctx)
+        if hp.train_backbone:
+            self._train_network(session, ctx, hp)
+        else:
+            self._train_head(session, ctx, hp)
+
+    def _train_network(self, session: Session, ctx: Context, hp: JointHparams) -> None:
+        n = hp.samples_per_epoch or len(self.bank)
+        # One class-balanced draw per epoch, concatenated and walked once (train_supervised shuffles).
+        picks = torch.cat([self.bank.class_balanced_indices(n, self.generator) for _ in range(hp.session.epochs)])
+        e = hp.session.epochs
+        recipe = dataclasses.replace(hp.session, epochs=1, warmup_epochs=hp.session.warmup_epochs / e,
+                                     milestones=tuple(m / e for m in hp.session.milestones))
+        train_supervised(self.model, self.bank.as_labelled(picks), F.cross_entropy, recipe, ctx,
+                         desc=f"joint session {session.index}", generator=self.generator)
+
+    def _train_head(self, session: Session, ctx: Context, hp: JointHparams) -> None:
+        backbone = self.model.backbone.eval()
+        with torch.no_grad():
+            views = [extract_features(backbone, session.train, ctx)[0]]
+            for _ in range(hp.augmented_views):
+                views += [torch.cat([backbone(x) for x, _ in session.train.batches(
+                    256, augment=True, generator=self.generator, device=ctx.device)])]
+        labels = session.train.labels.to(ctx.device)
+        self.features = torch.cat([self.features, *views])
+        self.feature_labels = torch.cat([self.feature_labels, labels.repeat(len(views))])
+        # Full-batch gradient descent on the features of the union, every class weighted equally
+        # (the class-balanced loss; full batches keep a linear layer's steps cheap on a CPU).
+        counts = torch.bincount(self.feature_labels, minlength=session.num_seen).float()
+        class_weight = counts.sum() / (len(counts) * counts)
+        head = self.model.head
+        opt = torch.optim.SGD(head.parameters(), lr=hp.session.lr, momentum=hp.session.momentum,
+                              weight_decay=hp.session.weight_decay)
+        for step in range(hp.head_steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, hp.head_steps, 0, hp.session)
+            loss = F.cross_entropy(head(self.features), self.feature_labels, weight=class_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    @torch.no_grad()
+    def _grow_head(self, session: Session, ctx: Context) -> None:
+        old = self.model.head
+        feats, labels = extract_features(self.model.backbone, session.train, ctx)
+        means = class_means(feats, labels, session.new_classes)
+        head = nn.Linear(old.in_features, session.num_seen).to(ctx.device)
+        head.weight[: old.out_features] = old.weight
+        head.bias[: old.out_features] = old.bias
+        norm = old.weight.norm(dim=1).mean()
+        head.weight[old.out_features :] = F.normalize(means, dim=1) * norm
+        head.bias[old.out_features :] = old.bias.mean()
+        self.model.head = head
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model(images)
+
+    def memory(self) -> MemoryDeclaration:
+        features = len(getattr(self, "feature_labels", ()))
+        dim = self.model.head.in_features
+        return MemoryDeclaration(
+            exemplars=len(self.bank),
+            feature_vectors=features,
+            bytes=self.bank.nbytes + features * dim * 4,
+            notes="oracle: every training image of every session so far (all past training data)"
+            + (f"; features of {features} of them" if features else ""),
+        )

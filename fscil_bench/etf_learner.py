@@ -1,0 +1,361 @@
+"""The NC-FSCIL learner, with its classifier and loss left open so ablations share every stage.
+
+Yang et al., "Neural Collapse Inspired Feature-Classifier Alignment for Few-Shot Class
+Incremental Learning" (NC-FSCIL), ICLR 2023. The model is a backbone, the projection neck of
+:mod:`fscil_bench.models.neck` (unit-norm output, 512-d) and a classifier over the neck's output.
+
+Stages:
+
+1. Base session. Backbone, neck (and the classifier, when it has parameters) are trained end to
+   end with SGD on the base classes (:func:`fscil_bench.training.train_supervised`, the
+   benchmark's training augmentation). Then the mean backbone feature of every base class is
+   computed once over the whole base training set (test-time transform) and kept. The trained
+   model and these means are cached together under a hash of the recipe
+   (:func:`fscil_bench.base_models.cached_model`).
+2. Incremental session ``t``. The backbone is frozen (no gradient, evaluation mode: its weights and
+   BatchNorm statistics never change). The backbone features of the session's few shots are
+   computed once: the test-time view plus ``augmented_views`` views under the training
+   augmentation (fixed for the session, drawn from a generator seeded by the run and the
+   session). Only the neck (and a learnable classifier) is then fine-tuned for ``steps`` SGD
+   steps on batches drawn without replacement from a pool holding every few-shot sample (each
+   draw uses one of its views at random) and one mean feature per old class. Afterwards the
+   new classes' mean features (test-time view of their few shots) join the kept means.
+3. Prediction: the logits of the seen classes computed from the neck's unit-norm output.
+
+The kept class means are the method's only memory of the past; ``memory()`` declares them.
+
+Subclasses choose the classifier (:meth:`NeckLearner.make_head`), the loss
+(:meth:`NeckLearner.loss`), the logits (:meth:`NeckLearner.logits`) and how the classifier grows
+(:meth:`NeckLearner.extend_head`); ``baselines/etf.py`` is NC-FSCIL itself (fixed ETF, dot
+regression), ``baselines/etf_ce.py`` and ``baselines/etf_linear_ce.py`` the ablations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .base_models import cached_model
+from .data.cache import sha256_file, stable_hash
+from .losses import cross_entropy_loss
+from .models import build_backbone
+from .models.etf import FixedETFClassifier
+from .models.neck import ProjectionNeck
+from .protocol import Context, MemoryDeclaration, MethodBase, Session
+from .training import SGDRecipe, class_means, extract_features, train_supervised
+
+#: Bumped when this module changes what a cached base model holds.
+ETF_BASE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NeckRecipe:
+    """SGD over cached features in an incremental session.
+
+    Attributes:
+        steps: optimisation steps per session.
+        lr: learning rate (peak of the schedule).
+        batch_size: pool items per step (fewer when the pool is smaller).
+        momentum, weight_decay: SGD settings.
+        schedule: "cosine" (decay to 0 over the steps) or "constant".
+    """
+
+    steps: int
+    lr: float
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+    def lr_at(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule != "cosine":
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        return self.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, self.steps)))
+
+
+@dataclass(frozen=True)
+class NeckLearnerHparams:
+    """Hyperparameters shared by NC-FSCIL and its ablations.
+
+    Attributes:
+        backbone: a name in :data:`fscil_bench.models.BACKBONES`.
+        base: the base session's SGD recipe (backbone + neck + classifier, end to end).
+        session: the incremental sessions' recipe (neck, and a learnable classifier, on cached features).
+        feature_dim: the neck's output dimension (the ETF's ``d``; 512 in the paper).
+        loss_weight: factor on the loss (10 for dot regression in the paper).
+        base_reweight, session_reweight: weight samples by the inverse frequency of their class in
+            the batch (:func:`fscil_bench.losses.inverse_frequency_weights`) in that stage.
+        augmented_views: augmented views per few-shot sample cached in each incremental session,
+            besides the test-time view.
+        pretrained_path: a local file of backbone weights (e.g. torchvision's ImageNet ResNet-18
+            ``state_dict``) loaded before base training; ``None`` trains the backbone from scratch.
+    """
+
+    backbone: str
+    base: SGDRecipe
+    session: NeckRecipe
+    feature_dim: int = 512
+    loss_weight: float = 10.0
+    base_reweight: bool = False
+    session_reweight: bool = False
+    augmented_views: int = 4
+    pretrained_path: str | None = None
+
+
+def derive_presets(presets: Mapping[str, Any], cls: type | None = None, **changes: Any) -> dict[str, Any]:
+    """Copy a method's presets (preset -> hparams, or preset -> family -> hparams), converting each
+    hyperparameter set to ``cls`` (default: its own class) with ``changes`` applied."""
+
+    def convert(hp: Any) -> Any:
+        values = {f.name: getattr(hp, f.name) for f in dataclasses.fields(hp)}
+        return (cls or type(hp))(**{**values, **changes})
+
+    return {
+        name: convert(value) if dataclasses.is_dataclass(value) else {fam: convert(hp) for fam, hp in value.items()}
+        for name, value in presets.items()
+    }
+
+
+class LinearClassifier(nn.Module):
+    """A learnable linear classifier ``W h + b`` that can grow rows for new classes."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, num_classes)
+
+    def forward(self, features: torch.Tensor, num_seen: int | None = None) -> torch.Tensor:
+        logits = self.linear(features)
+        return logits if num_seen is None else logits[:, :num_seen]
+
+    def extend(self, num_classes: int) -> None:
+        """Grow to ``num_classes`` outputs; old rows are kept, new rows get the default init."""
+        old = self.linear
+        if num_classes <= old.out_features:
+            return
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+        with torch.no_grad():
+            new.weight[: old.out_features] = old.weight
+            new.bias[: old.out_features] = old.bias
+        self.linear = new
+
+
+class NeckModel(nn.Module):
+    """Backbone -> projection neck -> classifier, plus the base classes' mean backbone features
+    (a buffer, so they are cached with the weights)."""
+
+    def __init__(self, backbone: nn.Module, neck: ProjectionNeck, head: nn.Module, num_base: int):
+        super().__init__()
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.register_buffer("base_means", torch.zeros(num_base, backbone.out_dim))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm neck features of ``images``."""
+        return self.neck(self.backbone(images))
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> None:
+    """Load a ``state_dict`` file into ``backbone`` (into its ``.net`` when it wraps a torchvision
+    model). Classification-layer weights (``fc.*``) are ignored; any other missing or unexpected
+    key is an error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone weights {path} do not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    target = getattr(backbone, "net", backbone)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"pretrained weights {path} do not fit the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run tiny CPU operations (the neck on a batch of 64 vectors) on one thread: splitting them
+    over threads only adds synchronisation, several times the work on a busy machine."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class NeckLearner(MethodBase):
+    """NC-FSCIL's stages with the classifier and the loss left to subclasses (see the module docstring)."""
+
+    #: Tag of the base recipe (part of the cache key): methods with different losses train apart.
+    kind: ClassVar[str] = ""
+
+    # --- what subclasses choose ----------------------------------------------------------------
+
+    def make_head(self, hp: NeckLearnerHparams, ctx: Context, num_base: int) -> nn.Module:
+        """The classifier over the neck's output, built before the base session."""
+        raise NotImplementedError
+
+    def head_recipe(self, hp: NeckLearnerHparams, ctx: Context) -> dict[str, Any]:
+        """What defines the classifier and the loss, for the base model's cache key."""
+        return {}
+
+    def loss(self, head: nn.Module, features: torch.Tensor, labels: torch.Tensor, num_seen: int,
+             reweight: bool) -> torch.Tensor:
+        """The training loss (before ``loss_weight``) of unit-norm ``features``."""
+        return cross_entropy_loss(self.logits(head, features, num_seen), labels, reweight)
+
+    def logits(self, head: nn.Module, features: torch.Tensor, num_seen: int) -> torch.Tensor:
+        """``(B, num_seen)`` logits of unit-norm ``features``."""
+        return head(features, num_seen)
+
+    def extend_head(self, head: nn.Module, num_seen: int) -> None:
+        """Make room for the classes of a new session (a fixed ETF already has every class)."""
+
+    # --- the stages ----------------------------------------------------------------------------
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        hp: NeckLearnerHparams = ctx.hparams
+        self.hp = hp
+        num_base = session.num_seen
+        pretrained_sha = None
+        if hp.pretrained_path:
+            weights = Path(hp.pretrained_path).expanduser()
+            if not weights.is_file():
+                raise FileNotFoundError(f"pretrained_path {hp.pretrained_path!r}: no such file (a state_dict of {hp.backbone} weights)")
+            pretrained_sha = sha256_file(weights)
+            ctx.extra["backbone_init"] = f"pretrained weights from {hp.pretrained_path} (sha256 {pretrained_sha[:16]})"
+            ctx.extra["extra_data"] = f"backbone weights pretrained outside the benchmark: {hp.pretrained_path}"
+        else:
+            ctx.extra["backbone_init"] = "trained from scratch on the base session"
+            ctx.extra["extra_data"] = None
+        recipe = {
+            "kind": self.kind,
+            "version": ETF_BASE_VERSION,
+            "backbone": hp.backbone,
+            "pretrained_sha256": pretrained_sha,
+            "feature_dim": hp.feature_dim,
+            "head": self.head_recipe(hp, ctx),
+            "loss_weight": hp.loss_weight,
+            "reweight": hp.base_reweight,
+            "sgd": dataclasses.asdict(hp.base),
+            "classes": num_base,
+            "total_classes": ctx.num_classes_total,
+        }
+
+        def build() -> NeckModel:
+            backbone = build_backbone(hp.backbone)
+            neck = ProjectionNeck(backbone.out_dim, hp.feature_dim)
+            return NeckModel(backbone, neck, self.make_head(hp, ctx, num_base), num_base)
+
+        def train(model: NeckModel) -> None:
+            if hp.pretrained_path:
+                load_pretrained_backbone(model.backbone, hp.pretrained_path)
+            generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
+            train_supervised(
+                model, session.train,
+                lambda h, y: hp.loss_weight * self.loss(model.head, h, y, num_base, hp.base_reweight),
+                hp.base, ctx, desc="base session", forward=model.embed, generator=generator,
+            )
+            feats, labels = extract_features(model.backbone, session.train, ctx)
+            model.base_means.copy_(class_means(feats, labels, session.new_classes))
+
+        self.model: NeckModel = cached_model(ctx, recipe, build, train)
+        self.model.backbone.requires_grad_(False)
+        self.model.eval()
+        self.means = self.model.base_means.clone()
+        self.mean_labels = torch.tensor(session.new_classes, device=ctx.device)
+        self.num_seen = num_base
+
+    @torch.no_grad()
+    def session_features(self, session: Session, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features ``(N, 1 + augmented_views, C)`` of the session's samples (view 0: the
+        test-time transform) and their labels, computed once with the backbone in evaluation mode."""
+        hp: NeckLearnerHparams = ctx.hparams
+        backbone = self.model.backbone.eval()
+        first, labels = extract_features(backbone, session.train, ctx)
+        views = [first]
+        generator = torch.Generator().manual_seed(ctx.stage_seed("session-views", session.index))
+        for _ in range(hp.augmented_views):
+            views.append(torch.cat([backbone(x) for x, _ in session.train.batches(
+                256, augment=True, shuffle=False, generator=generator, device=ctx.device)]))
+        return torch.stack(views, dim=1), labels
+
+    def fit_session(self, session: Session, ctx: Context) -> None:
+        hp: NeckLearnerHparams = ctx.hparams
+        views, labels = self.session_features(session, ctx)
+        self.extend_head(self.model.head, session.num_seen)
+        self.tune_neck(views, labels, session, ctx)
+        self.means = torch.cat([self.means, class_means(views[:, 0], labels, session.new_classes)])
+        self.mean_labels = torch.cat([self.mean_labels, torch.tensor(session.new_classes, device=ctx.device)])
+        self.num_seen = session.num_seen
+        self.model.eval()
+
+    def tune_neck(self, views: torch.Tensor, labels: torch.Tensor, session: Session, ctx: Context) -> None:
+        """Fine-tune the neck (and a learnable classifier) on the few-shot features plus the old means."""
+        hp: NeckLearnerHparams = ctx.hparams
+        recipe = hp.session
+        model = self.model
+        params = [p for p in [*model.neck.parameters(), *model.head.parameters()] if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        n_new, n_views = views.shape[:2]
+        pool = n_new + len(self.means)
+        batch = min(recipe.batch_size, pool)
+        generator = torch.Generator().manual_seed(ctx.stage_seed("neck-steps", session.index))
+        model.neck.train()
+        model.head.train()
+        with _one_cpu_thread(ctx.device):
+            for step in ctx.progress(range(recipe.steps), desc=f"session {session.index} neck", total=recipe.steps):
+                idx = torch.randperm(pool, generator=generator)[:batch].to(ctx.device)
+                view = torch.randint(n_views, (batch,), generator=generator).to(ctx.device)
+                is_new = idx < n_new
+                new_idx, old_idx = idx.clamp(max=n_new - 1), (idx - n_new).clamp(min=0)
+                x = torch.where(is_new[:, None], views[new_idx, view], self.means[old_idx])
+                y = torch.where(is_new, labels[new_idx], self.mean_labels[old_idx])
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr_at(step)
+                loss = hp.loss_weight * self.loss(model.head, model.neck(x), y, session.num_seen, hp.session_reweight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.logits(self.model.head, self.model.embed(images), self.num_seen)
+
+    def memory(self) -> MemoryDeclaration:
+        means = getattr(self, "means", None)
+        if means is None:
+            return MemoryDeclaration(notes="nothing kept yet")
+        n, d = means.shape
+        return MemoryDeclaration(
+            feature_vectors=n,
+            bytes=n * d * means.element_size(),
+            notes="one mean backbone feature per class learned so far (base classes: whole base set; "
+                  "later classes: their few shots), replayed when fine-tuning the neck",
+        )
+
+
+class FixedETFLearner(NeckLearner):
+    """A :class:`NeckLearner` whose classifier is a fixed simplex ETF over every class of the
+    benchmark (``ctx.num_classes_total`` columns, seeded by the run's seed)."""
+
+    def make_head(self, hp: NeckLearnerHparams, ctx: Context, num_base: int) -> nn.Module:
+        return FixedETFClassifier(ctx.num_classes_total, hp.feature_dim, seed=ctx.stage_seed("etf"))
+
+    def head_recipe(self, hp: NeckLearnerHparams, ctx: Context) -> dict[str, Any]:
+        return {"classifier": "fixed-simplex-etf", "classes": ctx.num_classes_total, "dim": hp.feature_dim}

@@ -1,0 +1,73 @@
+"""Features of a cached (frozen) network, cached on disk.
+
+Several methods start from the same cached base model (:mod:`fscil_bench.base_models`) and need
+its features of the same base-session images (a herding pool, class prototypes, a pool of
+pseudo-incremental episodes). :func:`cached_features` computes them once and loads them after.
+The key covers the network's own cache key, a digest of the exact images and labels, the
+feature-extraction code version and a caller's tag, so a different model, different images or
+a different transform never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import torch
+
+from .data.arrays import LabelledImages
+from .data.cache import load_arrays, save_arrays, stable_hash
+from .protocol import Context
+from .training import extract_features
+
+FEATURE_CODE_VERSION = 1
+
+
+def data_digest(data: LabelledImages) -> str:
+    """sha256 of a set's raw images and labels."""
+    digest = hashlib.sha256()
+    digest.update(data.raw_images.contiguous().numpy().tobytes())
+    digest.update(data.labels.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_features(
+    ctx: Context,
+    network: Callable[[torch.Tensor], torch.Tensor],
+    network_key: str,
+    data: LabelledImages,
+    tag: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-time-transform features of ``data`` under ``network`` and their labels.
+
+    ``network_key`` must identify the network's weights exactly (e.g. the base model's cache
+    key, ``ctx.extra["base_model"]["key"]``). Entries live under ``ctx.cache_dir/features``.
+    """
+    key = stable_hash({"network": network_key, "data": data_digest(data), "tag": tag,
+                       "transform": repr(data.eval_transform), "code": FEATURE_CODE_VERSION})
+    path = ctx.cache_dir / "features" / f"{key}.npz"
+    arrays = load_arrays(path)
+    if arrays is not None:
+        return torch.from_numpy(arrays["features"]).to(ctx.device), torch.from_numpy(arrays["labels"]).to(ctx.device)
+    feats, labels = extract_features(network, data, ctx)
+    save_arrays(path, {"features": feats.cpu().numpy(), "labels": labels.cpu().numpy()})
+    return feats, labels
+
+
+def base_feature_pool(
+    ctx: Context,
+    data: LabelledImages,
+    network: Callable[[torch.Tensor], torch.Tensor],
+    network_key: str,
+    per_class: int | None,
+) -> tuple[LabelledImages, torch.Tensor, torch.Tensor]:
+    """A seeded pool of ``per_class`` images per class of ``data`` (all when None), with their
+    cached features and labels. The pool depends only on the run's seed and ``per_class``, so
+    methods asking for the same pool of the same network share one cache entry."""
+    from .exemplars import labelled_images, subsample_per_class
+
+    generator = torch.Generator().manual_seed(ctx.stage_seed("base-feature-pool", per_class))
+    picks = subsample_per_class(data.labels, per_class, generator)
+    pool = data if per_class is None else labelled_images(data.raw_images[picks], data.labels[picks], data)
+    feats, labels = cached_features(ctx, network, network_key, pool, tag="eval")
+    return pool, feats, labels

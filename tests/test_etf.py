@@ -1,0 +1,256 @@
+"""NC-FSCIL (``etf``) and its ablations: the ETF, the loss, the modules and the frozen-backbone stage."""
+
+import json
+import math
+from dataclasses import replace
+from importlib.resources import files
+
+import pytest
+import torch
+
+from fscil_bench.baselines.etf import ETF, PRESETS
+from fscil_bench.baselines.etf_ce import ETFCrossEntropy
+from fscil_bench.baselines.etf_linear_ce import ETFLinearCrossEntropy
+from fscil_bench.etf_learner import NeckRecipe, load_pretrained_backbone
+from fscil_bench.losses import dot_regression_loss, inverse_frequency_weights
+from fscil_bench.models import build_backbone
+from fscil_bench.models.etf import FixedETFClassifier, simplex_etf
+from fscil_bench.models.neck import ProjectionNeck
+from fscil_bench.registry import discover
+from fscil_bench.runner import run_method
+from fscil_bench.training import SGDRecipe, lr_at
+
+# --- the simplex ETF -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [100, 200])
+def test_etf_columns_are_unit_norm_with_equal_negative_cosines(k):
+    m = simplex_etf(k, 512, seed=3).double()
+    assert m.shape == (512, k)
+    gram = m.T @ m
+    assert torch.allclose(gram.diagonal(), torch.ones(k, dtype=torch.float64), atol=1e-5)
+    off = gram[~torch.eye(k, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1.0 / (k - 1)), atol=1e-5)
+
+
+def test_etf_is_reproducible_and_fits_up_to_d_plus_one_classes():
+    assert torch.equal(simplex_etf(100, 512, seed=7), simplex_etf(100, 512, seed=7))
+    assert not torch.allclose(simplex_etf(100, 512, seed=7), simplex_etf(100, 512, seed=8))
+    m = simplex_etf(17, 16, seed=0).double()  # K = d + 1: the largest ETF that fits
+    gram = m.T @ m
+    assert torch.allclose(gram.diagonal(), torch.ones(17, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(gram[0, 1:], torch.full((16,), -1 / 16, dtype=torch.float64), atol=1e-5)
+    with pytest.raises(ValueError, match="ETF of 514 classes needs at least 513 dimensions"):
+        simplex_etf(514, 512)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        simplex_etf(1, 512)
+
+
+def test_fixed_etf_classifier_gives_the_seen_classes_cosines_and_learns_nothing():
+    head = FixedETFClassifier(10, 16, seed=0)
+    assert list(head.parameters()) == []
+    h = head.prototypes[:, 2].unsqueeze(0)  # a feature equal to class 2's prototype
+    logits = head(h, num_seen=6)
+    assert logits.shape == (1, 6)
+    assert logits.argmax().item() == 2 and math.isclose(logits[0, 2].item(), 1.0, abs_tol=1e-5)
+    assert math.isclose(logits[0, 0].item(), -1 / 9, abs_tol=1e-5)
+
+
+# --- the dot-regression loss ---------------------------------------------------------------
+
+# Prototypes in 2-D: class 0 -> (1, 0), class 1 -> (0, 1) (columns).
+PROTOS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_dot_regression_matches_hand_computed_values():
+    h = torch.tensor([[0.6, 0.8], [0.6, 0.8]])
+    y = torch.tensor([0, 1])
+    # Sample 0: h^T w_0 = 0.6 -> (0.6 - 1)^2 = 0.16; sample 1: h^T w_1 = 0.8 -> (0.8 - 1)^2 = 0.04.
+    # L = 1/2 * mean(0.16, 0.04) = 1/2 * 0.10 = 0.05.
+    assert math.isclose(dot_regression_loss(h, y, PROTOS).item(), 0.05, abs_tol=1e-6)
+    # A feature on its prototype costs nothing; an orthogonal one costs 1/2 * (0 - 1)^2 = 0.5.
+    assert dot_regression_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), PROTOS).item() == 0.0
+    assert math.isclose(dot_regression_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), PROTOS).item(), 0.5)
+
+
+def test_a_dot_regression_gradient_step_moves_features_toward_their_prototypes():
+    etf = simplex_etf(10, 32, seed=1)
+    h = torch.nn.functional.normalize(torch.randn(6, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    y = torch.tensor([0, 3, 3, 5, 9, 1])
+    h.requires_grad_(True)
+    dot_regression_loss(h, y, etf).backward()
+    before = (h * etf[:, y].T).sum(1)
+    after = ((h - 0.5 * h.grad) * etf[:, y].T).sum(1)
+    assert (after > before).all()
+    # The gradient of sample i is (h_i^T w_{y_i} - 1) w_{y_i} / B: along its own prototype only.
+    expected = (before - 1).unsqueeze(1) * etf[:, y].T / len(y)
+    assert torch.allclose(h.grad, expected.detach(), atol=1e-6)
+
+
+def test_inverse_frequency_reweighting_matches_a_hand_computed_example():
+    y = torch.tensor([0, 0, 0, 1])
+    # B = 4 samples, C = 2 classes, n_0 = 3, n_1 = 1: a_i = B / (C n_{y_i}) -> 4/6 = 2/3 and 4/2 = 2.
+    assert torch.allclose(inverse_frequency_weights(y), torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0]))
+    h = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [1.0, 0.0]])
+    # Per-sample losses 1/2 (dot - 1)^2: dots 1, 0.6, 0.8 (class 0) and 0 (class 1) -> 0, 0.08, 0.02, 0.5.
+    # Unweighted: (0 + 0.08 + 0.02 + 0.5) / 4 = 0.15.
+    assert math.isclose(dot_regression_loss(h, y, PROTOS).item(), 0.15, abs_tol=1e-6)
+    # Weighted: (2/3 * (0 + 0.08 + 0.02) + 2 * 0.5) / 4 = (0.0667 + 1) / 4 = 0.26667,
+    # i.e. the mean of the class means: (0.10 / 3 + 0.5) / 2.
+    assert math.isclose(dot_regression_loss(h, y, PROTOS, reweight=True).item(), (0.1 / 3 + 0.5) / 2, abs_tol=1e-6)
+    # A balanced batch is left as it is.
+    assert torch.equal(inverse_frequency_weights(torch.tensor([4, 2, 2, 4])), torch.ones(4))
+
+
+# --- backbone and neck -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("size", [32, 84])
+def test_resnet12_shapes(size):
+    net = build_backbone("resnet12").eval()
+    assert net.out_dim == 640
+    assert net(torch.randn(2, 3, size, size)).shape == (2, 640)
+    assert net.forward_map(torch.randn(1, 3, size, size)).shape == (1, 640, size // 16, size // 16)
+
+
+def test_neck_output_is_unit_norm_512d():
+    neck = ProjectionNeck(64)
+    for x in (torch.randn(5, 64), torch.randn(5, 64, 3, 3)):
+        h = neck(x)
+        assert h.shape == (5, 512)
+        assert torch.allclose(h.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert neck.mlp[0].out_features == 128 and neck.mlp[-1].bias is None and neck.shortcut.bias is None
+
+
+def test_step_schedule_decays_at_its_milestones():
+    recipe = SGDRecipe(epochs=10, lr=1.0, schedule="step", milestones=(5, 8), gamma=0.1)
+    total = 100  # 10 steps per epoch
+    assert [lr_at(s, total, 0, recipe) for s in (0, 49, 50, 79, 80, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_at(0, total, 10, recipe) == pytest.approx(0.1)  # warm-up first
+
+
+def test_pretrained_torchvision_weights_load_into_the_resnet18_backbone(tmp_path):
+    from torchvision.models import resnet18
+
+    source = resnet18(weights=None)
+    torch.save(source.state_dict(), tmp_path / "r18.pt")
+    backbone = build_backbone("resnet18")
+    load_pretrained_backbone(backbone, tmp_path / "r18.pt")
+    assert torch.equal(backbone.net.conv1.weight, source.conv1.weight)
+    torch.save({"conv1.weight": source.conv1.weight}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="do not fit the backbone"):
+        load_pretrained_backbone(backbone, tmp_path / "partial.pt")
+
+
+# --- the methods through the runner ------------------------------------------------------------
+
+TINY = replace(
+    PRESETS["quick"]["default"],
+    backbone="convnet4-small",
+    base=SGDRecipe(epochs=2, lr=0.05, batch_size=16, warmup_epochs=0.5),
+    session=NeckRecipe(steps=4, lr=0.1, batch_size=8),
+    feature_dim=16,
+    augmented_views=1,
+)
+
+
+def tiny(method_cls):
+    """The method with an extra ``tiny`` preset (a 16-d ETF: the synthetic benchmark has 10 classes)."""
+    params = {f: getattr(TINY, f) for f in TINY.__dataclass_fields__}
+    hp = method_cls.presets["quick"]["default"].__class__(**params)
+
+    class Tiny(method_cls):
+        presets = {**method_cls.presets, "tiny": hp}
+        snapshots: list = []
+
+        def fit_session(self, session, ctx):
+            before = {k: v.clone() for k, v in self.model.backbone.state_dict().items()}
+            neck = [p.detach().clone() for p in self.model.neck.parameters()]
+            super().fit_session(session, ctx)
+            Tiny.snapshots.append((before, self.model.backbone.state_dict(), neck, list(self.model.neck.parameters())))
+
+    Tiny.__name__ = f"Tiny{method_cls.__name__}"
+    return Tiny
+
+
+@pytest.mark.parametrize("method_cls", [ETF, ETFCrossEntropy, ETFLinearCrossEntropy])
+def test_incremental_sessions_leave_the_backbone_untouched_and_declare_the_kept_means(
+        method_cls, synthetic_benchmark, run_options):
+    bench = synthetic_benchmark
+    cls = tiny(method_cls)
+    result = run_method(bench, cls, "tiny", 0, run_options)
+    assert result.status == "completed", result.error
+    assert len(cls.snapshots) == len(bench.schedule) - 1
+    for before, after, neck_before, neck_after in cls.snapshots:
+        assert before.keys() == after.keys() and any("running_mean" in k for k in before)
+        for k in before:
+            assert torch.equal(before[k], after[k]), f"backbone {k} changed in an incremental session"
+        assert any(not torch.equal(a, b) for a, b in zip(neck_before, neck_after)), "the neck was not fine-tuned"
+    # One mean backbone feature per class learned so far is kept, and declared.
+    memory = result.memory
+    assert memory["declared"] is True
+    assert memory["feature_vectors"] == bench.schedule.num_classes
+    assert memory["bytes"] == bench.schedule.num_classes * build_backbone("convnet4-small").out_dim * 4
+    assert memory["exemplars"] == 0
+    assert result.extra["backbone_init"] == "trained from scratch on the base session"
+    assert result.extra["base_model"]["cache_hit"] is False
+
+
+def test_a_rerun_loads_the_cached_base_model_and_repeats_the_run(synthetic_benchmark, run_options):
+    first = run_method(synthetic_benchmark, tiny(ETF), "tiny", 0, run_options)
+    again = run_method(synthetic_benchmark, tiny(ETF), "tiny", 0, run_options)
+    assert again.extra["base_model"]["cache_hit"] is True
+    assert again.extra["base_model"]["key"] == first.extra["base_model"]["key"]
+    # The ablations train with other losses: their base models are cached under other recipes.
+    assert len({ETF.kind, ETFCrossEntropy.kind, ETFLinearCrossEntropy.kind}) == 3
+    for a, b in zip(first.predictions, again.predictions):
+        assert (a == b).all()
+
+
+# --- registration, presets, reported numbers -----------------------------------------------
+
+
+def test_methods_are_registered_with_quick_and_paper_presets():
+    registry = discover()
+    for name in ("etf", "etf-ce", "etf-linear-ce"):
+        cls = registry.get(name)
+        assert {"quick", "paper"} <= set(cls.presets)
+        for family in ("glyphs100", "cifar100", "mini_imagenet", "cub200", "something-else"):
+            cls.resolve_preset("paper", family)
+            cls.resolve_preset("quick", family)
+    paper = {f: ETF.resolve_preset("paper", f) for f in ("cifar100", "mini_imagenet", "cub200")}
+    assert paper["cifar100"].backbone == paper["mini_imagenet"].backbone == "resnet12"
+    assert paper["cub200"].backbone == "resnet18" and paper["cub200"].base.lr == 0.025
+    assert paper["mini_imagenet"].base.schedule == "step" and paper["mini_imagenet"].base.epochs == 500
+    assert all(hp.feature_dim == 512 and hp.loss_weight == 10 and hp.base.batch_size == 512 for hp in paper.values())
+    assert paper["cifar100"].session_reweight and not paper["cub200"].session_reweight
+    assert ETFCrossEntropy.resolve_preset("paper", "cifar100").loss_weight == 1.0
+    assert ETFCrossEntropy.resolve_preset("quick", "glyphs100").scale > 0
+
+
+def test_reported_results_ship_with_the_package():
+    entries = json.loads(files("fscil_bench").joinpath("reported_results.json").read_text())
+    etf = {e["benchmark"]: e for e in entries if e["method"] == "etf"}
+    assert set(etf) == {"cifar100", "mini_imagenet", "cub200"}
+    assert len(etf["cifar100"]["accuracy"]) == len(etf["mini_imagenet"]["accuracy"]) == 9
+    assert len(etf["cub200"]["accuracy"]) == 11
+    for e in etf.values():
+        assert e["preset"] == "paper" and e["source"].startswith("Yang et al., ICLR 2023, Table")
+        assert abs(sum(e["accuracy"]) / len(e["accuracy"]) - e["average"]) < 0.01
+
+
+def test_pretrained_backbone_weights_are_recorded_and_a_missing_file_fails_clearly(synthetic_benchmark, run_options, tmp_path):
+    weights = tmp_path / "backbone.pt"
+    torch.save(build_backbone("convnet4-small").state_dict(), weights)
+    cls = tiny(ETF)
+    cls.presets = {"pre": replace(cls.presets["tiny"], pretrained_path=str(weights)),
+                   "missing": replace(cls.presets["tiny"], pretrained_path=str(tmp_path / "nope.pt"))}
+    result = run_method(synthetic_benchmark, cls, "pre", 0, run_options)
+    assert result.status == "completed", result.error
+    assert result.extra["backbone_init"].startswith(f"pretrained weights from {weights}")
+    assert str(weights) in result.extra["extra_data"]
+    assert result.extra["base_model"]["recipe"]["pretrained_sha256"]
+    failed = run_method(synthetic_benchmark, cls, "missing", 0, run_options)
+    assert failed.status == "failed" and failed.error["type"] == "FileNotFoundError"
+    assert "nope.pt" in failed.error["message"]
