@@ -15,10 +15,18 @@ Avalanche's metrics relate to ours):
 * ``avalanche-replay``: ``Replay``, experience replay from a fixed-size buffer balanced over
   experiences (e.g. Chaudhry et al., "On Tiny Episodic Memories in Continual Learning", 2019).
 
-``quick`` seeds every network from the shared cross-entropy base model (CPU, minutes) and trains
-each few-shot session for 20 epochs at lr 0.01. ``paper`` uses the ResNet-18 base model of the
-other baselines' ``paper`` presets, hands the strategy every base image, and otherwise keeps the
-usual FSCIL fine-tuning recipe (these are not FSCIL papers: there is no published FSCIL recipe).
+``quick`` seeds every network from the shared cross-entropy base model (CPU, minutes), hands the
+strategy 20 base images per class as its base experience (EWC's Fisher information and Replay's
+buffer come from them) and trains each few-shot session for 10 epochs of SGD at lr 0.01 (one
+step per epoch: a session has 25 images). ``paper`` uses the ResNet-18 base model of the other
+baselines' ``paper`` presets, hands the strategy every base image and trains each session for 100
+epochs (these are not FSCIL papers: there is no published FSCIL recipe for them).
+
+What to expect: without exemplars, LwF and EWC are known to fail in class-incremental learning
+(the new classes' logits dominate; van de Ven and Tolias, "Three scenarios for continual
+learning", 2019), and they do here too, close to ``avalanche-naive`` and ``finetune``. Avalanche's
+``Replay`` splits its buffer equally between experiences (``ExperienceBalancedBuffer``): after
+session 8 the 60 base classes share a ninth of it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,11 @@ What this implementation keeps and simplifies:
 * Backbone: the shared cross-entropy base model (:func:`cross_entropy_base_model`), frozen.
 * Classifier vectors: mean features (cosine prototypes), for base and novel classes alike.
   Base prototypes and the episode pool come from the features of ``feature_samples_per_class``
-  base images per class (a seeded subset in ``quick``, all images in ``paper``), cached.
+  base images per class (a seeded subset in ``quick``, all images in ``paper``), cached. Features
+  are centred on that pool's mean feature before every cosine: the cross-entropy backbone's
+  ReLU features all lie in one orthant, where cosines between classes are close to 1 and the
+  adapter's residual could swamp their differences; centring spreads them around the origin,
+  as CEC's cosine-trained backbone does.
 * Adapter (CEC's graph model, reduced): one self-attention layer over the set of unit-norm
   classifier vectors with a residual connection, ``w_i' = u_i + O(sum_j a_ij V u_j)``,
   ``a_i = softmax_j(<Q u_i, K u_j> / sqrt(h))``. ``O`` starts at zero, so before training the
@@ -25,7 +29,8 @@ What this implementation keeps and simplifies:
   with ``shots`` support features each, ``queries`` queries per pseudo-novel class plus
   ``old_queries`` queries from the other base classes are classified by ``scale * cos`` against
   the adapted classifiers of all base classes, with cross-entropy. Only the adapter is trained
-  (Adam). CEC's rotation-synthesised pseudo classes and its multi-session pseudo tasks are left out.
+  (Adam). CEC's rotation-synthesised pseudo classes and its multi-session pseudo tasks are left
+  out. On a small base set, shots and queries are clamped to what every class can supply.
 * Incremental sessions: the new classes' prototypes (from their shots) join the set, and the
   whole set is adapted again; a test image's logits are the scaled cosines to the adapted set.
 """
@@ -41,7 +46,7 @@ from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
-from fscil_bench.feature_cache import base_feature_pool
+from fscil_bench.feature_cache import FrozenFeatureMemo, base_feature_pool
 from fscil_bench.training import SGDRecipe, class_means, cosine_logits, extract_features
 
 
@@ -100,6 +105,7 @@ class CECEpisodic(MethodBase):
 
         hp: CECEpisodicHparams = ctx.hparams
         self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base).backbone
+        self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
         self.scale = hp.scale
         key = ctx.extra["base_model"]["key"]
         _, feats, labels = base_feature_pool(ctx, session.train, self.backbone, key, hp.feature_samples_per_class)
@@ -164,8 +170,16 @@ class CECEpisodic(MethodBase):
         self._adapt()
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return cosine_logits(self.backbone(images) - self.center, self.adapted, self.scale)
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features centred on the base pool's mean (the space the prototypes live in)."""
+        return self.test_features(images) - self.center
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(features, self.adapted, self.scale)
+
+    def classifier_weights(self) -> torch.Tensor:
+        return self.adapted
 
     def memory(self) -> MemoryDeclaration:
         n, d = self.prototypes.shape

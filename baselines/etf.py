@@ -17,12 +17,22 @@ per session (one value inside the published range) and 4 augmented views per few
 implementation's choices where the recipe gives none or a range. For CUB the paper starts from
 an ImageNet-pretrained ResNet-18: set ``pretrained_path`` to a local torchvision ``state_dict``
 (a preset of a subclass); without it the backbone is trained from scratch, and the record's
-``extra`` says which. ``quick`` keeps every stage but uses a small backbone and 3 base epochs so
-that a whole run of glyphs100 trains in about two minutes on a CPU.
+``extra`` says which.
+
+``quick`` (glyphs100, and the default for any other family) keeps every stage and the paper's
+neck, ETF (d = 512) and loss, but is sized for two CPU cores: the backbone is the project's
+small ``convnet4-small`` (128-d features), started from the shared cross-entropy base model
+that the other baselines use (``warm_start``), then trained end to end with the dot-regression
+loss for one epoch at lr 0.05, batch 128. Trained from scratch, 3 epochs (about 2 minutes)
+reached 69.7% on the base session against 78.4% for this warm start in half the time (seed 0).
+The two ablations inherit the warm start, so all three differ only in classifier and loss.
+Each incremental session (100 neck steps on cached features, CIFAR's inverse-frequency
+reweighting, glyphs100 being CIFAR-shaped) takes a second or two.
 """
 
 from __future__ import annotations
 
+from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD
 from fscil_bench.etf_learner import FixedETFLearner, NeckLearnerHparams, NeckRecipe
 from fscil_bench.losses import dot_regression_loss
 from fscil_bench.training import SGDRecipe
@@ -32,8 +42,9 @@ from fscil_bench.training import SGDRecipe
 ETFHparams = NeckLearnerHparams
 
 _QUICK = ETFHparams(
-    backbone="convnet4-small",
-    base=SGDRecipe(epochs=3, lr=0.1, batch_size=128, warmup_epochs=0.5),
+    backbone=QUICK_BACKBONE,
+    base=SGDRecipe(epochs=1, lr=0.05, batch_size=128, warmup_epochs=0.3),
+    warm_start=QUICK_BASE_SGD,
     session=NeckRecipe(steps=100, lr=0.25, batch_size=64),
     feature_dim=512,
     session_reweight=True,

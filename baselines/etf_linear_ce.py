@@ -36,3 +36,6 @@ class ETFLinearCrossEntropy(NeckLearner):
 
     def extend_head(self, head, num_seen):
         head.extend(num_seen)
+
+    def head_weights(self, head, num_seen):
+        return head.weights(num_seen)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fscil_bench import Context, MethodBase, Session
-from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.base_models import LinearHeadOutputs, QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
 from fscil_bench.training import SGDRecipe, train_supervised
 
 
@@ -27,7 +27,7 @@ class FineTuneHparams:
     session: SGDRecipe = field(default_factory=lambda: SGDRecipe(epochs=20, lr=0.01, batch_size=32, schedule="constant"))
 
 
-class FineTune(MethodBase):
+class FineTune(LinearHeadOutputs, MethodBase):
     name = "finetune"
     paper = "Tao et al., Few-Shot Class-Incremental Learning, CVPR 2020 (Ft-CNN baseline)"
     presets = {
@@ -53,6 +53,6 @@ class FineTune(MethodBase):
         train_supervised(self.model, session.train, F.cross_entropy, hp.session, ctx, desc=f"session {session.index}")
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model(images)
+        return self.model.backbone(images)

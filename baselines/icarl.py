@@ -209,9 +209,18 @@ class ICaRL(MethodBase):
         self.means = F.normalize(torch.stack([sums[c] / counts[c] for c in sorted(sums)]), dim=1)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised backbone features (the space of the class means)."""
         self.model.eval()
-        return F.normalize(self.model.backbone(images), dim=1) @ self.means.T
+        return F.normalize(self.model.backbone(images), dim=1)
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.means.T
+
+    def classifier_weights(self) -> torch.Tensor:
+        """The normalised mean-of-exemplars feature of every seen class."""
+        return self.means
 
     def memory(self) -> MemoryDeclaration:
         n, d = self.means.shape

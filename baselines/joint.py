@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.base_models import LinearHeadOutputs, QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
 from fscil_bench.exemplars import ImageBank
-from fscil_bench.feature_cache import base_feature_pool
+from fscil_bench.feature_cache import FrozenFeatureMemo, base_feature_pool
 from fscil_bench.training import SGDRecipe, class_means, extract_features, lr_at, train_supervised
 
 
@@ -59,7 +59,7 @@ class JointHparams:
     head_steps: int = 100  # not train_backbone: full-batch steps on the union's features (lr etc. from session)
 
 
-class Joint(MethodBase):
+class Joint(LinearHeadOutputs, MethodBase):
     name = "joint"
     oracle = True
     paper = "Tao et al., Few-Shot Class-Incremental Learning, CVPR 2020 (joint-training upper bound)"
@@ -82,7 +82,9 @@ class Joint(MethodBase):
         self.bank = ImageBank()
         self.bank.add(session.train)
         self.generator = torch.Generator().manual_seed(ctx.stage_seed("joint-sampling"))
+        self.test_features = None
         if not hp.train_backbone:
+            self.test_features = FrozenFeatureMemo(self.model.backbone)  # the backbone stays frozen
             key = ctx.extra["base_model"]["key"]
             _, self.features, self.feature_labels = base_feature_pool(
                 ctx, session.train, self.model.backbone, key, hp.feature_pool_per_class)
@@ -145,9 +147,11 @@ class Joint(MethodBase):
         self.model.head = head
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model(images)
+        if self.test_features is not None:
+            return self.test_features(images)
+        return self.model.backbone(images)
 
     def memory(self) -> MemoryDeclaration:
         features = len(getattr(self, "feature_labels", ()))

@@ -15,6 +15,7 @@ import torch
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.feature_cache import FrozenFeatureMemo
 from fscil_bench.training import SGDRecipe, class_means, cosine_logits, extract_features
 
 
@@ -36,6 +37,7 @@ class Prototype(MethodBase):
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: PrototypeHparams = ctx.hparams
         self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base).backbone
+        self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
         self.scale = hp.scale
         self.prototypes = torch.empty(0, self.backbone.out_dim, device=ctx.device)
         self.fit_session(session, ctx)
@@ -46,8 +48,15 @@ class Prototype(MethodBase):
         self.prototypes = torch.cat([self.prototypes, class_means(feats, labels, session.new_classes)])
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return cosine_logits(self.backbone(images), self.prototypes, self.scale)
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.test_features(images)
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(features, self.prototypes, self.scale)
+
+    def classifier_weights(self) -> torch.Tensor:
+        return self.prototypes
 
     def memory(self) -> MemoryDeclaration:
         n, d = self.prototypes.shape

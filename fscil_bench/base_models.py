@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .data.cache import atomic_write_bytes, sha256_file, stable_hash
 from .models import build_backbone
 from .protocol import Context, Session
@@ -51,7 +52,10 @@ def cached_model(
     path = ctx.cache_dir / "base_models" / f"{key}.pt"
     torch.manual_seed(ctx.stage_seed("base-init", key))
     model = build().to(ctx.device)
-    state = _verified_state(path)
+    # Under torchrun, rank 0 decides hit or miss for all ranks (they must train together or not at all).
+    state = _verified_state(path) if distributed.is_main_process() else None
+    if distributed.broadcast_object(state is not None) and state is None:
+        state = _verified_state(path)
     note: dict[str, Any] = {"key": key, "recipe": recipe}
     if state is not None:
         model.load_state_dict(state)
@@ -64,10 +68,14 @@ def cached_model(
         train(model)
         note["cache_hit"] = False
         note["train_seconds"] = round(time.perf_counter() - start, 3)
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-        atomic_write_bytes(path.with_suffix(".sha256"), (sha256_file(path) + "\n").encode())
+        if distributed.is_main_process():
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
+            atomic_write_bytes(path.with_suffix(".sha256"), (sha256_file(path) + "\n").encode())
+        distributed.barrier()  # the other ranks load rank 0's weights, so every rank holds the same model
+        if not distributed.is_main_process() and (saved := _verified_state(path)) is not None:
+            model.load_state_dict(saved)
     model.eval()
     ctx.extra["base_model"] = note
     return model
@@ -83,6 +91,21 @@ class BackboneWithHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+class LinearHeadOutputs:
+    """``classify`` and ``classifier_weights`` for a method whose ``self.model`` is a
+    :class:`BackboneWithHead`: the logits are the linear head's, its weight rows the classifier
+    vectors (the method supplies ``embed``)."""
+
+    model: BackboneWithHead
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.head(features)
+
+    def classifier_weights(self) -> torch.Tensor:
+        return self.model.head.weight.detach()
 
 
 def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe) -> BackboneWithHead:

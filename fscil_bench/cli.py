@@ -45,13 +45,17 @@ def _device(name: str):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed
     from .benchmarks import BenchmarkError, LoadOptions, get_benchmark
     from .progress import log, tqdm_progress
     from .registry import discover
-    from .runner import RunOptions
+    from .runner import RunOptions, no_progress
     from .store import ResultsStore, StoreError
     from .suite import run_grid
 
+    # Slurm jobs use the GPUs they ask for (--slurm-gpus), whatever this machine has.
+    device = _device("cpu" if args.executor == "slurm" else args.device)
+    _check_parallel_options(args, device)
     benchmarks = _split_names(args.benchmark) or [DEFAULT_BENCHMARK]
     for name in benchmarks:
         try:
@@ -72,20 +76,102 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.check_writable()
     except StoreError as exc:
         raise UserError(str(exc)) from exc
-    device = _device(args.device)
+    device = distributed.init_from_env(device)  # under torchrun: join the other ranks
+    distributed.SYNC_BATCHNORM = args.sync_batchnorm
+    speaks = distributed.is_main_process()  # under torchrun, rank 0 speaks for all ranks
+    if not speaks:
+        log, tqdm_progress = (lambda msg: None), no_progress
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log)
     load_options = LoadOptions(cache_dir=cache_dir, data_root=Path(args.data_root) if args.data_root else None, log=log)
     command = "fscil-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.executor != "inline":
+        code = _run_on_executor(args, benchmarks, methods, store, device, cache_dir, load_options, command)
+        return max(code, 1 if registry.errors else 0)
     try:
         outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
                             force=args.force, command=command, echo=log)
     except BenchmarkError as exc:
         raise UserError(str(exc)) from exc
+    finally:
+        distributed.shutdown()
     failed = [o for o in outcomes if o.status == "failed"]
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; records under {store.root}"
-          + (f"; {len(failed)} failed (see their record.json)" if failed else ""))
+    if speaks:
+        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; records under {store.root}"
+              + (f"; {len(failed)} failed (see their record.json)" if failed else ""))
     return 1 if failed or registry.errors else 0
+
+
+def _check_parallel_options(args: argparse.Namespace, device) -> None:
+    """Reject executor, Slurm and data-parallel options that cannot work together."""
+    from .distributed import launched_by_torchrun
+
+    if args.executor != "inline" and launched_by_torchrun():
+        raise UserError(f"--executor {args.executor} cannot run under torchrun; use --executor inline "
+                        "(or --slurm-gpus N for data-parallel Slurm jobs)")
+    if args.sync_batchnorm and device.type != "cuda" and not (args.executor == "slurm" and args.slurm_gpus):
+        raise UserError("--sync-batchnorm needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+    for name in ("workers", "slurm_time", "slurm_mem", "slurm_cpus"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    if args.slurm_gpus < 0:
+        raise UserError(f"--slurm-gpus must be 0 or more, not {args.slurm_gpus}")
+
+
+def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: list[str], store, device, cache_dir: Path,
+                     load_options, command: str) -> int:
+    """Run (``local``) or submit (``slurm``) one job per unfinished (benchmark, method, seed)."""
+    from .benchmarks import BenchmarkError, get_benchmark
+    from .executors import ExecutorError, GridJob, SlurmOptions, import_submitit, run_local, submit_slurm
+    from .store import RunKey
+
+    try:
+        import_submitit()
+    except ExecutorError as exc:
+        raise UserError(str(exc)) from exc
+    workers = args.workers or 1
+    template = GridJob(benchmark="", method="", seed=0, preset=args.preset, output=str(store.root.resolve()),
+                       cache_dir=str(cache_dir.resolve()), data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+                       device=str(device), plugins=tuple(str(Path(p).resolve()) for p in args.plugin or []), force=args.force,
+                       command=command, threads=max(1, (os.cpu_count() or 1) // workers) if args.executor == "local" else None,
+                       sync_batchnorm=args.sync_batchnorm)
+    jobs, skipped = [], 0
+    for name in benchmarks:
+        spec = get_benchmark(name)
+        for method in methods:
+            for seed in args.seeds:
+                key = RunKey(spec.id, method, args.preset, seed)
+                if not args.force and store.is_complete(key):
+                    skipped += 1
+                    print(f"{spec.id} {method} [{args.preset}] seed {seed}: already complete, skipped")
+                else:
+                    jobs.append(GridJob(**{**template.__dict__, "benchmark": name, "method": method, "seed": seed}))
+    try:
+        if args.executor == "slurm":
+            folder = Path(args.slurm_folder).resolve()
+            handles = submit_slurm(jobs, SlurmOptions(folder=str(folder), partition=args.slurm_partition, gpus=args.slurm_gpus,
+                                                      time_min=args.slurm_time, mem_gb=args.slurm_mem,
+                                                      cpus_per_task=args.slurm_cpus, parallelism=args.workers))
+            ids = sorted({h.job_id.split("_")[0] for h in handles})
+            print(f"submitted {len(handles)} runs ({skipped} already complete) as Slurm job {', '.join(ids) or '-'}; "
+                  f"logs under {folder}; records under {store.root}. Rerun this command to resubmit unfinished runs.")
+            return 0
+        for name in benchmarks:  # build the data caches once, before the workers read them
+            if any(j.benchmark == name for j in jobs):
+                get_benchmark(name).load(load_options)
+        gpus = 0
+        if device.type == "cuda":
+            import torch
+
+            gpus = torch.cuda.device_count()
+        results = run_local(jobs, workers, Path(args.slurm_folder).resolve() / "local", gpus=gpus)
+    except (ExecutorError, BenchmarkError) as exc:
+        raise UserError(str(exc)) from exc
+    bad = [r for r in results if r[1] in ("failed", "error")]
+    print(f"{len(results) - len(bad) + skipped} of {len(results) + skipped} runs complete; records under {store.root}"
+          + (f"; {len(bad)} failed (see their record.json or the worker logs)" if bad else ""))
+    return 1 if bad else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -108,7 +194,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_reports
+    from .report import ReportError, write_reports
     from .store import ResultsStore
 
     store = ResultsStore(args.runs)
@@ -116,7 +202,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"no results folder at {store.root} (run 'fscil-bench run' first, or pass --runs)")
     command = "fscil-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        written = write_reports(store, Path(args.output), command=command)
+        written = write_reports(store, Path(args.output), command=command, heatmap_method=args.heatmap_method)
+    except ReportError as exc:
+        raise UserError(str(exc)) from exc
     except OSError as exc:
         raise UserError(f"cannot write reports to {args.output}: {exc.strerror or exc}") from exc
     if not written:
@@ -151,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=os.environ.get("FSCIL_DATA_ROOT"), help="folder holding real datasets (default: $FSCIL_DATA_ROOT)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     run.add_argument("--force", action="store_true", help="recompute runs that are already complete")
+    par = run.add_argument_group("several processes, GPUs and clusters")
+    par.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
+                     help="inline: in this process (default; also under torchrun); local: one process per run, "
+                          "--workers at a time; slurm: one Slurm job array, one task per run (needs submitit)")
+    par.add_argument("--workers", type=int, help="runs at a time (local: processes, default 1; slurm: array parallelism)")
+    par.add_argument("--sync-batchnorm", action="store_true", help="data-parallel training: BatchNorm over the global batch (GPUs only)")
+    par.add_argument("--slurm-partition", help="Slurm partition (default: the cluster's default)")
+    par.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per run; more than 1 trains data-parallel (default: 1)")
+    par.add_argument("--slurm-time", type=int, default=240, metavar="MINUTES", help="time limit per run (default: 240)")
+    par.add_argument("--slurm-mem", type=int, default=32, metavar="GB", help="memory per run (default: 32)")
+    par.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per process (default: 8)")
+    par.add_argument("--slurm-folder", default="submitit-logs", help="job scripts and logs, on a shared file system (default: ./submitit-logs)")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="list benchmarks, methods and presets")
@@ -160,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write leaderboards from the results folder")
     rep.add_argument("--runs", default="runs", help="results folder (default: ./runs)")
     rep.add_argument("--output", "-o", default="leaderboards", help="report folder (default: ./leaderboards)")
+    rep.add_argument("--heatmap-method", metavar="NAME",
+                     help="method whose session x class-group accuracy matrix is drawn (default: the best "
+                          "non-oracle method by average accuracy)")
     rep.set_defaults(func=cmd_report)
 
     data = sub.add_parser("data", help="check real data sets on disk").add_subparsers(dest="data_command", required=True)

@@ -43,8 +43,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base_models import cached_model
+from .base_models import cached_model, cross_entropy_base_model
 from .data.cache import sha256_file, stable_hash
+from .feature_cache import FrozenFeatureMemo
 from .losses import cross_entropy_loss
 from .models import build_backbone
 from .models.etf import FixedETFClassifier
@@ -99,6 +100,11 @@ class NeckLearnerHparams:
             besides the test-time view.
         pretrained_path: a local file of backbone weights (e.g. torchvision's ImageNet ResNet-18
             ``state_dict``) loaded before base training; ``None`` trains the backbone from scratch.
+        warm_start: a CPU shortcut for the ``quick`` presets: start the backbone from the shared
+            cross-entropy base model trained with this recipe
+            (:func:`fscil_bench.base_models.cross_entropy_base_model`, the one the other baselines
+            use), then train backbone, neck and classifier end to end with ``base`` as usual.
+            ``None`` (the paper's recipe) starts from scratch or from ``pretrained_path``.
     """
 
     backbone: str
@@ -110,6 +116,7 @@ class NeckLearnerHparams:
     session_reweight: bool = False
     augmented_views: int = 4
     pretrained_path: str | None = None
+    warm_start: SGDRecipe | None = None
 
 
 def derive_presets(presets: Mapping[str, Any], cls: type | None = None, **changes: Any) -> dict[str, Any]:
@@ -136,6 +143,11 @@ class LinearClassifier(nn.Module):
     def forward(self, features: torch.Tensor, num_seen: int | None = None) -> torch.Tensor:
         logits = self.linear(features)
         return logits if num_seen is None else logits[:, :num_seen]
+
+    def weights(self, num_seen: int | None = None) -> torch.Tensor:
+        """The ``(classes, dim)`` weight rows (of the first ``num_seen`` classes), without the bias."""
+        w = self.linear.weight.detach()
+        return w if num_seen is None else w[:num_seen]
 
     def extend(self, num_classes: int) -> None:
         """Grow to ``num_classes`` outputs; old rows are kept, new rows get the default init."""
@@ -241,11 +253,20 @@ class NeckLearner(MethodBase):
         else:
             ctx.extra["backbone_init"] = "trained from scratch on the base session"
             ctx.extra["extra_data"] = None
+        warm_backbone, warm_key = None, None
+        if hp.warm_start is not None:
+            if hp.pretrained_path:
+                raise ValueError("warm_start and pretrained_path are exclusive: choose one backbone initialisation")
+            warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
+            warm_key = ctx.extra.pop("base_model")["key"]
+            ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
+                                          "with this method's classifier and loss")
         recipe = {
             "kind": self.kind,
             "version": ETF_BASE_VERSION,
             "backbone": hp.backbone,
             "pretrained_sha256": pretrained_sha,
+            "warm_start": warm_key,
             "feature_dim": hp.feature_dim,
             "head": self.head_recipe(hp, ctx),
             "loss_weight": hp.loss_weight,
@@ -263,6 +284,8 @@ class NeckLearner(MethodBase):
         def train(model: NeckModel) -> None:
             if hp.pretrained_path:
                 load_pretrained_backbone(model.backbone, hp.pretrained_path)
+            if warm_backbone is not None:
+                model.backbone.load_state_dict(warm_backbone.state_dict())
             generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
             train_supervised(
                 model, session.train,
@@ -275,6 +298,7 @@ class NeckLearner(MethodBase):
         self.model: NeckModel = cached_model(ctx, recipe, build, train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
+        self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
         self.means = self.model.base_means.clone()
         self.mean_labels = torch.tensor(session.new_classes, device=ctx.device)
         self.num_seen = num_base
@@ -332,10 +356,24 @@ class NeckLearner(MethodBase):
                 opt.step()
         model.eval()
 
+    def head_weights(self, head: nn.Module, num_seen: int) -> torch.Tensor | None:
+        """The ``(num_seen, feature_dim)`` classifier vectors of the seen classes over the neck's
+        output (None when the classifier has no such vectors)."""
+        return None
+
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The neck's unit-norm output (the features the classifier acts on)."""
         self.model.eval()
-        return self.logits(self.model.head, self.model.embed(images), self.num_seen)
+        return self.model.neck(self.test_features(images))
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.logits(self.model.head, features, self.num_seen)
+
+    def classifier_weights(self) -> torch.Tensor | None:
+        return self.head_weights(self.model.head, self.num_seen)
 
     def memory(self) -> MemoryDeclaration:
         means = getattr(self, "means", None)
@@ -359,3 +397,7 @@ class FixedETFLearner(NeckLearner):
 
     def head_recipe(self, hp: NeckLearnerHparams, ctx: Context) -> dict[str, Any]:
         return {"classifier": "fixed-simplex-etf", "classes": ctx.num_classes_total, "dim": hp.feature_dim}
+
+    def head_weights(self, head: nn.Module, num_seen: int) -> torch.Tensor:
+        """The ETF prototypes of the seen classes, one per row."""
+        return head.prototypes[:, :num_seen].T

@@ -71,3 +71,38 @@ def base_feature_pool(
     pool = data if per_class is None else labelled_images(data.raw_images[picks], data.labels[picks], data)
     feats, labels = cached_features(ctx, network, network_key, pool, tag="eval")
     return pool, feats, labels
+
+
+class FrozenFeatureMemo:
+    """Remembers a frozen network's feature of every input it has seen, sample by sample.
+
+    FSCIL evaluates after every session on the test images of all seen classes, so a method
+    whose backbone is frozen after the base session would run the same backbone over the same
+    base-class test images nine times. Wrapped in this memo, the backbone runs once per distinct
+    image: each sample is keyed by a digest of its exact input tensor (after the test transform),
+    so an image it has not seen, or one transformed differently, is computed afresh.
+
+    Only wrap a network whose weights and BatchNorm statistics no longer change; call
+    :meth:`clear` if they do. Use it under ``torch.no_grad()``: the memo keeps no graph.
+    """
+
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor]):
+        self.network = network
+        self._features: dict[bytes, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def clear(self) -> None:
+        self._features.clear()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        host = images.detach().to("cpu").contiguous().numpy()
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in host]
+        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        if missing:
+            computed = self.network(images[missing])
+            for i, feature in zip(missing, computed):
+                self._features[keys[i]] = feature
+        return torch.stack([self._features[key] for key in keys])

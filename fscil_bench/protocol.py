@@ -9,6 +9,11 @@ A complete, runnable plugin is ``examples/nearest_mean_pixels.py``: subclass :cl
 give it a ``name`` and ``presets``, implement the three methods, and pass the file to
 ``fscil-bench run --plugin FILE.py`` (or register the class under the ``fscil_bench.methods``
 entry-point group of your package).
+
+Three optional methods let the benchmark look inside a method (see :class:`MethodBase`):
+``embed`` (the features the classifier acts on), ``classify`` (logits from those features) and
+``classifier_weights`` (one classifier vector or prototype per seen class). With them every
+session's record carries the neural-collapse diagnostics of the method's test features.
 """
 
 from __future__ import annotations
@@ -135,6 +140,16 @@ class Method(Protocol):
     def predict(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class EmbeddingMethod(Method, Protocol):
+    """A :class:`Method` that also exposes its features and its classifier over them
+    (``predict(x)`` must equal ``classify(embed(x))``); ``classifier_weights`` stays optional."""
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
 class MethodBase:
     """Convenient base class for methods.
 
@@ -146,6 +161,19 @@ class MethodBase:
         extra_data: data used beyond the benchmark (e.g. "ImageNet-pretrained backbone").
         oracle: True for a method that breaks the protocol on purpose (an upper bound).
         paper: the citation of the method.
+
+    Optional methods (define them on the subclass; the runner looks them up with ``getattr``):
+        embed(images) -> Tensor (N, d): the features the classifier acts on, under
+            ``torch.no_grad()`` like ``predict``.
+        classify(features) -> Tensor (N, num_seen): the logits of those features. With both,
+            the runner evaluates ``classify(embed(x))`` instead of ``predict(x)`` (so the two
+            must agree) and keeps the features for the neural-collapse diagnostics
+            (:func:`fscil_bench.metrics.collapse_diagnostics`) without a second forward pass.
+            With ``embed`` alone, ``predict`` still gives the logits and ``embed`` is run again
+            for the diagnostics.
+        classifier_weights() -> Tensor (num_seen, d) | None: the classifier vectors or class
+            prototypes in the ``embed`` space, row ``c`` for class ``c`` (biases left out); it
+            gives the self-duality and feature-classifier alignment diagnostics.
     """
 
     name: ClassVar[str] = ""
@@ -183,7 +211,13 @@ class MethodBase:
         raise NotImplementedError
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits ``(B, num_seen)``. By default ``classify(embed(images))`` for a method that
+        defines both; a method without them must override this."""
+        embed, classify = getattr(self, "embed", None), getattr(self, "classify", None)
+        if embed is None or classify is None:
+            raise NotImplementedError(f"{type(self).__name__} must define predict, or embed and classify")
+        with torch.no_grad():
+            return classify(embed(images))
 
 
 def hparams_to_dict(hparams: Any) -> dict[str, Any]:

@@ -1,148 +1,140 @@
-"""Leaderboards from the results store: one Markdown table and one CSV per benchmark.
+"""Leaderboards from the results store: per benchmark a Markdown table, a CSV, PNG plots and a
+standalone HTML page, plus an ``index.html`` linking the pages.
 
-Rows aggregate the seeds of one (method, preset): mean +- sample std over seeds, with n. A
-failed run or a missing seed is never dropped silently: the row says how many seeds completed
-and which failed. Output is deterministic (byte-identical for the same records).
+Rows aggregate the seeds of one (method, preset): mean ± sample std over seeds, with n. A
+failed run or a missing seed is never dropped silently: the row says how many seeds completed,
+which failed and which are missing. Published numbers (``reported_results.json``) appear as
+separate "reported" rows; a measured row whose (benchmark family, method, preset) matches one
+gets "measured - reported" and pass/fail against the entry's tolerance. Markdown and CSV are
+byte-identical for the same records (fixed order and float format; the only dates are those
+of the runs).
+
+The work is split over :mod:`fscil_bench.reporting` (collect, tables, plots, html, provenance).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-from tabulate import tabulate
 
 from .data.cache import atomic_write_text
 from .metrics import METRIC_DEFINITIONS
+from .reporting import html, plots, provenance
+from .reporting.collect import BenchmarkResults, MethodRow, collect
+from .reporting.reported import DEFAULT_TOLERANCE, ReportedEntry, for_family, load_reported
+from .reporting.tables import Table, build_table, to_csv, to_markdown
 from .store import ResultsStore
 
-#: Columns of the table: (key in the metrics dict, column title, index into a per-session list or None).
-SUMMARY_COLUMNS = [
-    ("avg_acc", "Avg", None),
-    ("last_acc", "Last", None),
-    ("pd", "PD", None),
-    ("base_acc", "Base (last)", -1),
-    ("novel_acc", "Novel (last)", -1),
-    ("hm", "HM (last)", -1),
-    ("forgetting_max", "Forget (max)", None),
-    ("forgetting_initial", "Forget (init)", None),
-]
+#: Definitions of the neural-collapse diagnostics shown in the table and plots.
+DIAGNOSTIC_DEFINITIONS: dict[str, str] = {
+    "nc1": "NC1 (last session): tr(Sigma_W Sigma_B^+) / C on the test features of the C seen classes "
+    "(within-class over between-class variability; lower = more collapsed).",
+    "equiangularity": "Equiangularity (last session): normalised Frobenius distance of the normalised Gram "
+    "matrix of the centred class means from the simplex-ETF Gram (lower = closer to an ETF).",
+    "alignment_base": "Base-class alignment (last session): mean cosine between each base class's "
+    "test-feature mean and its classifier vector or prototype (higher = better aligned).",
+}
 
 
-@dataclass
-class MethodRow:
-    method: str
-    preset: str
-    seeds: list[int]
-    failed: dict[int, str]
-    values: dict[str, list[float]]  # column -> one value per completed seed
-    seconds: list[float]
-    notes: list[str]
+class ReportError(ValueError):
+    """A report option that cannot be satisfied (e.g. an unknown heat-map method)."""
 
 
-def _pick(metrics: dict[str, Any], key: str, index: int | None) -> float:
-    value = metrics.get(key)
-    if index is not None:
-        value = value[index] if value else None
-    return float("nan") if value is None else float(value)
+def pick_heatmap_row(bench: BenchmarkResults, method: str | None) -> MethodRow | None:
+    """The row whose accuracy matrix is drawn.
+
+    ``method`` given: its preset with the highest mean average accuracy. Otherwise the best
+    non-oracle row by mean average accuracy (ties: method, then preset name); an oracle only
+    when nothing else has results. ``None`` when no row of the benchmark has a completed run.
+    """
+    rows = [r for r in bench.rows.values() if r.matrices and (method is None or r.method == method)]
+
+    def rank(r: MethodRow) -> tuple:
+        avg = r.mean("avg")
+        return (r.oracle, -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
+
+    return min(rows, key=rank) if rows else None
 
 
-def collect(store: ResultsStore) -> dict[str, dict[tuple[str, str], MethodRow]]:
-    """Group records by benchmark id, then by (method, preset)."""
-    tables: dict[str, dict[tuple[str, str], MethodRow]] = defaultdict(dict)
-    for _, rec in store.records():
-        bench, method, preset, seed = rec["benchmark"]["id"], rec["method"]["name"], rec["preset"], rec["seed"]
-        row = tables[bench].setdefault((method, preset), MethodRow(method, preset, [], {}, defaultdict(list), [], []))
-        notes = []
-        if rec["method"].get("oracle"):
-            notes.append("oracle")
-        if rec["method"].get("extra_data"):
-            notes.append(f"extra data: {rec['method']['extra_data']}")
-        for n in notes:
-            if n not in row.notes:
-                row.notes.append(n)
-        if rec["status"] != "completed":
-            err = rec.get("error") or {}
-            row.failed[seed] = f"{err.get('type', 'error')} in session {err.get('session')}"
-            continue
-        row.seeds.append(seed)
-        row.seconds.append(rec["timing"].get("total_seconds", float("nan")))
-        m = rec["metrics"]
-        for t, acc in enumerate(m["session_acc"]):
-            row.values[f"S{t}"].append(float(acc))
-        for key, title, index in SUMMARY_COLUMNS:
-            row.values[title].append(_pick(m, key, index))
-    return tables
+def legend_lines(table: Table, tolerance_note: bool) -> list[str]:
+    lines = [
+        "Top-1 accuracy (%) after each session, mean ± sample std over the n completed seeds; "
+        "diagnostics (NC1, equiangularity, alignment) are means over the seeds that recorded them.",
+        "Bold: the best measured value of each column among non-oracle methods (higher is better for accuracies "
+        "and alignment; lower for PD, forgetting, NC1 and equiangularity). Time (s) is the mean wall time of a "
+        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked.",
+        "Failed runs and missing seeds are listed in Notes; their cells are not part of the mean.",
+    ]
+    if table.reported:
+        lines.append("Reported rows are published numbers (source in Notes), not measured here, and not ranked.")
+    if tolerance_note:
+        lines.append("Last − reported and Avg − reported: measured minus published accuracy in points; Reproduced: "
+                     "pass when both are within the stated tolerance (default "
+                     f"±{DEFAULT_TOLERANCE:g} points).")
+    return lines
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+def _figures(bench: BenchmarkResults, reported: list[ReportedEntry], heatmap: MethodRow | None) -> list[tuple[str, str, bytes]]:
+    """(file suffix, title, PNG) of every figure that has something to draw."""
+    figures = [
+        ("accuracy", "Accuracy per session", plots.accuracy_curves(bench, reported)),
+        ("base-novel", "Base and novel accuracy per session", plots.base_novel_curves(bench)),
+        ("matrix", f"Session x class-group accuracy of {heatmap.label}" if heatmap else "",
+         plots.accuracy_matrix_heatmap(bench, heatmap) if heatmap else None),
+        ("diagnostics", "NC1 and base-class alignment per session", plots.diagnostics_curves(bench)),
+    ]
+    return [(suffix, title, png) for suffix, title, png in figures if png]
 
 
-def _cell(values: Sequence[float], scale: float = 100.0) -> str:
-    mean, std = mean_std(values)
-    if math.isnan(mean):
-        return ""
-    return f"{scale * mean:.2f} ± {scale * std:.2f}" if len(values) > 1 else f"{scale * mean:.2f}"
+def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None, heatmap_method: str | None = None,
+                  reported_path: Path | None = None) -> list[Path]:
+    """Write every benchmark's ``<stem>.md``, ``.csv``, ``.html`` and ``-<plot>.png``, and ``index.html``.
 
-
-def frame(rows: dict[tuple[str, str], MethodRow]) -> tuple[pd.DataFrame, list[str]]:
-    """A numeric table (means and stds in percent) plus the display column order."""
-    sessions = sorted({c for r in rows.values() for c in r.values if c.startswith("S")}, key=lambda c: int(c[1:]))
-    columns = sessions + [title for _, title, _ in SUMMARY_COLUMNS]
-    records = []
-    for (method, preset), row in sorted(rows.items()):
-        rec: dict[str, Any] = {"method": method, "preset": preset, "n": len(row.seeds),
-                               "seeds": " ".join(map(str, sorted(row.seeds))),
-                               "failed": "; ".join(f"seed {s}: {why}" for s, why in sorted(row.failed.items())),
-                               "notes": "; ".join(row.notes)}
-        for col in columns:
-            mean, std = mean_std(row.values.get(col, []))
-            rec[f"{col} mean"] = round(100 * mean, 4) if not math.isnan(mean) else None
-            rec[f"{col} std"] = round(100 * std, 4) if not math.isnan(std) else None
-        mean_s, _ = mean_std(row.seconds)
-        rec["seconds mean"] = round(mean_s, 2) if not math.isnan(mean_s) else None
-        records.append(rec)
-    return pd.DataFrame.from_records(records), columns
-
-
-def markdown_table(rows: dict[tuple[str, str], MethodRow], columns: list[str]) -> str:
-    headers = ["Method", "Preset", "n"] + [c.replace("S", "A", 1) if c.startswith("S") and c[1:].isdigit() else c for c in columns] + ["Time (s)", "Notes"]
-    body = []
-    for (method, preset), row in sorted(rows.items(), key=lambda kv: -np.nan_to_num(mean_std(kv[1].values.get("Avg", []))[0], nan=-1)):
-        notes = list(row.notes)
-        if row.failed:
-            notes.append("failed: " + ", ".join(f"seed {s} ({why})" for s, why in sorted(row.failed.items())))
-        body.append([method, preset, len(row.seeds)] + [_cell(row.values.get(c, [])) for c in columns]
-                    + [_cell(row.seconds, scale=1.0), "; ".join(notes)])
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None) -> list[Path]:
-    """Write ``<benchmark>.md`` and ``<benchmark>.csv`` per benchmark into ``out_dir``."""
+    ``stem`` is the benchmark id with ``@`` as ``-v`` (``glyphs100@1`` -> ``glyphs100-v1``).
+    Returns the written paths (per benchmark: Markdown, CSV, HTML, PNGs; then the index);
+    an empty list when the store holds no record. Raises :class:`ReportError` when
+    ``heatmap_method`` has no completed run on any benchmark.
+    """
+    results = collect(store)
+    if heatmap_method and results and not any(r.method == heatmap_method and r.matrices
+                                              for b in results.values() for r in b.rows.values()):
+        known = sorted({r.method for b in results.values() for r in b.rows.values() if r.matrices})
+        raise ReportError(f"--heatmap-method {heatmap_method!r} has no completed run; methods with results: "
+                          f"{', '.join(known) or 'none'}")
+    if not results:
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for bench, rows in sorted(collect(store).items()):
-        df, columns = frame(rows)
-        stem = bench.replace("@", "-v")
-        csv_path = out_dir / f"{stem}.csv"
-        atomic_write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
-        lines = [f"# {bench}", "", "Top-1 accuracy (%) after each session, mean ± std over seeds (n = seeds completed).", ""]
-        lines.append(markdown_table(rows, columns))
-        lines += ["", "## Definitions", ""]
-        lines += [f"- **{k}**: {v}" for k, v in METRIC_DEFINITIONS.items()]
-        if command:
-            lines += ["", f"Generated by `{command}`."]
-        md_path = out_dir / f"{stem}.md"
+    all_reported = load_reported(reported_path)
+    written: list[Path] = []
+    index_entries = []
+    for bench in results.values():
+        reported = for_family(all_reported, bench.family)
+        table = build_table(bench, reported)
+        heatmap = pick_heatmap_row(bench, heatmap_method) or pick_heatmap_row(bench, None)
+        figures = _figures(bench, reported, heatmap)
+        prov = provenance.gather(bench.records, command)
+        legend = legend_lines(table, table.has_comparison)
+        definitions = {**METRIC_DEFINITIONS, **DIAGNOSTIC_DEFINITIONS}
+
+        md_path, csv_path, html_path = (out_dir / f"{bench.stem}{ext}" for ext in (".md", ".csv", ".html"))
+        lines = [f"# {bench.id}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
+        if figures:
+            lines += ["", "## Plots", ""] + [f"![{title}]({bench.stem}-{suffix}.png)" for suffix, title, _ in figures]
+        lines += ["", "## Definitions", ""] + [f"- **{k}**: {v}" for k, v in definitions.items()]
+        lines += ["", "## Provenance", ""] + provenance.to_markdown(prov)
         atomic_write_text(md_path, "\n".join(lines) + "\n")
-        written += [md_path, csv_path]
-    return written
+        atomic_write_text(csv_path, to_csv(table))
+        png_paths = []
+        for suffix, _, png in figures:
+            path = out_dir / f"{bench.stem}-{suffix}.png"
+            path.write_bytes(png)
+            png_paths.append(path)
+        atomic_write_text(html_path, html.page(table, legend, [(t, png) for _, t, png in figures], definitions, prov))
+        written += [md_path, csv_path, html_path] + png_paths
+        n_runs = sum(len(r.seeds) for r in bench.rows.values())
+        n_failed = sum(len(r.failed) for r in bench.rows.values())
+        index_entries.append((bench.id, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
+                              + (f", {n_failed} failed" if n_failed else "")))
+    index_path = out_dir / "index.html"
+    atomic_write_text(index_path, html.index_page(index_entries))
+    return written + [index_path]

@@ -4,6 +4,12 @@ For each session it hands the method only that session's training samples (a cop
 else of the pool is reachable), then evaluates it on the test images of every class seen so
 far. The method sees test images, never test labels. Predictions are kept per sample, so every
 metric can be recomputed later from the saved record.
+
+A method that exposes ``embed`` and ``classify`` is evaluated as ``classify(embed(x))``; the
+features are kept for the session and, with the true test labels (which only the runner has),
+give the neural-collapse diagnostics of :func:`fscil_bench.metrics.collapse_diagnostics`
+(stored in the result's ``diagnostics``). A method with ``embed`` alone is evaluated with
+``predict`` and embedded in a second pass for the diagnostics.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 
 from .benchmarks import Benchmark
 from .data.arrays import LabelledImages, iterate_images
-from .metrics import summarize
+from .metrics import collapse_diagnostics, summarize
 from .protocol import Context, MemoryDeclaration, Method, Progress, Session, hparams_to_dict
 
 
@@ -42,6 +48,9 @@ class RunResult:
     extra: dict[str, Any]
     error: dict[str, Any] | None = None
     sessions_done: int = 0
+    #: ``{"sessions": [one dict per evaluated session], "seconds": [...]}``, or None when the
+    #: method has no ``embed`` (see :func:`session_diagnostics`).
+    diagnostics: dict[str, Any] | None = None
 
 
 def no_progress(iterable, desc: str = "", total: int | None = None):
@@ -69,20 +78,108 @@ def make_session(bench: Benchmark, t: int) -> Session:
     )
 
 
+@dataclass
+class SessionEvaluation:
+    """What evaluating one session yields: the predicted class of every test image of the seen
+    classes (in test-set order), their true labels, and their ``embed`` features ``(N, d)`` on
+    the CPU when the method has ``embed`` (None otherwise, or ``feature_error`` says why not)."""
+
+    preds: np.ndarray
+    labels: np.ndarray
+    features: torch.Tensor | None = None
+    feature_error: str | None = None
+
+
+def _optional(method: object, name: str) -> Callable | None:
+    fn = getattr(method, name, None)
+    return fn if callable(fn) else None
+
+
+def _check_logits(logits: Any, n: int, num_seen: int, what: str) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_seen):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ProtocolError(f"{what} returned {shape}, expected logits of shape ({n}, {num_seen})")
+
+
+def _check_features(features: Any, n: int) -> None:
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or len(features) != n:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ProtocolError(f"embed returned {shape}, expected features of shape ({n}, d)")
+
+
 @torch.no_grad()
-def evaluate(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str) -> np.ndarray:
-    """Predicted class of every test image of the first ``num_seen`` classes (in test-set order)."""
+def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str) -> SessionEvaluation:
+    """Evaluate ``method`` on the test images of the first ``num_seen`` classes.
+
+    With ``embed`` and ``classify`` the logits are ``classify(embed(x))`` and the features are
+    kept (one forward pass); with ``embed`` only, ``predict(x)`` gives the logits and ``embed(x)``
+    the features (a failing ``embed`` is noted in ``feature_error``, not raised); otherwise
+    ``predict(x)``. Logits or features of the wrong shape raise :class:`ProtocolError`.
+    """
     rows = np.flatnonzero(bench.test.labels < num_seen)
     batches = iterate_images(bench.test.images, bench.eval_transform, options.eval_batch_size, options.device, rows)
     total = -(-len(rows) // options.eval_batch_size)
-    preds = []
+    embed, classify = _optional(method, "embed"), _optional(method, "classify")
+    preds: list[torch.Tensor] = []
+    features: list[torch.Tensor] | None = [] if embed is not None else None
+    feature_error = None
     for x in options.progress(batches, desc=desc, total=total):
-        logits = method.predict(x)
-        if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), num_seen):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ProtocolError(f"predict returned {shape}, expected logits of shape ({len(x)}, {num_seen})")
+        if embed is not None and classify is not None:
+            f = embed(x)
+            _check_features(f, len(x))
+            logits = classify(f)
+            _check_logits(logits, len(x), num_seen, "classify")
+        else:
+            logits = method.predict(x)
+            _check_logits(logits, len(x), num_seen, "predict")
+            f = None
+            if features is not None:
+                try:
+                    f = embed(x)
+                    _check_features(f, len(x))
+                except Exception as exc:  # features only feed the diagnostics: never fail the run
+                    feature_error, features = f"{type(exc).__name__}: {exc}", None
         preds.append(logits.argmax(1).to("cpu", torch.int16))
-    return torch.cat(preds).numpy()
+        if features is not None:
+            features.append(f.detach().to("cpu", torch.float32))
+    labels = bench.test.labels[rows]
+    feats = torch.cat(features) if features else None
+    return SessionEvaluation(torch.cat(preds).numpy(), labels, feats, feature_error)
+
+
+def evaluate(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str) -> np.ndarray:
+    """Predicted class of every test image of the first ``num_seen`` classes (in test-set order)."""
+    return evaluate_session(method, bench, num_seen, options, desc).preds
+
+
+DIAGNOSTIC_KEYS = ("nc1", "equinorm", "equiangularity", "self_duality", "alignment")
+
+
+def session_diagnostics(method: object, evaluation: SessionEvaluation, groups: list[tuple[int, int]]) -> tuple[dict[str, Any], float]:
+    """The neural-collapse diagnostics of one evaluated session and the seconds they took.
+
+    ``groups`` are the class groups of the sessions so far. The classifier is the method's
+    ``classifier_weights()`` (``(num_seen, d)``, or None). Any failure (no features, a bad
+    classifier shape, an error in the metrics) gives every value None plus an ``"error"``
+    string: the diagnostics never fail a run.
+    """
+    tic = time.perf_counter()
+    try:
+        if evaluation.features is None:
+            raise RuntimeError(f"no features from embed ({evaluation.feature_error or 'nothing evaluated'})")
+        num_seen = groups[-1][1]
+        weights_fn = _optional(method, "classifier_weights")
+        weights = weights_fn() if weights_fn is not None else None
+        if weights is not None:
+            weights = torch.as_tensor(weights).detach().to("cpu", torch.float32)
+            expected = (num_seen, evaluation.features.shape[1])
+            if tuple(weights.shape) != expected:
+                raise ProtocolError(f"classifier_weights returned {tuple(weights.shape)}, expected {expected}")
+            weights = weights.numpy()
+        entry = collapse_diagnostics(evaluation.features.numpy(), evaluation.labels, groups, weights)
+    except Exception as exc:
+        entry = {**dict.fromkeys(DIAGNOSTIC_KEYS), "error": f"{type(exc).__name__}: {exc}"}
+    return entry, round(time.perf_counter() - tic, 4)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -118,22 +215,32 @@ def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, optio
     timing: dict[str, Any] = {"fit_seconds": [], "eval_seconds": []}
     start = time.perf_counter()
     method = None
+    diagnostics: dict[str, Any] | None = None
     t = 0
     try:
         method = method_cls()
+        if _optional(method, "embed") is not None:
+            diagnostics = {"sessions": [], "seconds": []}
         for t in range(len(bench.schedule)):
             session = make_session(bench, t)
             tic = time.perf_counter()
             (method.fit_base if t == 0 else method.fit_session)(session, ctx)
             timing["fit_seconds"].append(round(time.perf_counter() - tic, 4))
             tic = time.perf_counter()
-            preds.append(evaluate(method, bench, session.num_seen, options, desc=f"eval {t}"))
+            evaluation = evaluate_session(method, bench, session.num_seen, options, desc=f"eval {t}")
+            preds.append(evaluation.preds)
             timing["eval_seconds"].append(round(time.perf_counter() - tic, 4))
-            acc = float((preds[-1] == bench.test.labels[bench.test.labels < session.num_seen]).mean())
+            if diagnostics is not None:
+                entry, seconds = session_diagnostics(method, evaluation, groups[: t + 1])
+                diagnostics["sessions"].append(entry)
+                diagnostics["seconds"].append(seconds)
+            acc = float((evaluation.preds == evaluation.labels).mean())
             options.log(f"  {method_cls.name} seed {seed} session {t}: accuracy {100 * acc:.2f}%")
     except Exception as exc:  # one method's crash must not stop the benchmark
         timing["total_seconds"] = round(time.perf_counter() - start, 4)
-        return _failed(config, bench, t, exc, timing, method, ctx.extra, preds)
+        failed = _failed(config, bench, t, exc, timing, method, ctx.extra, preds)
+        failed.diagnostics = diagnostics
+        return failed
     timing["total_seconds"] = round(time.perf_counter() - start, 4)
     labels = [bench.test.labels[bench.test.labels < bench.schedule.num_seen(i)] for i in range(len(preds))]
     return RunResult(
@@ -146,6 +253,7 @@ def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, optio
         memory=_memory(method),
         extra=ctx.extra,
         sessions_done=len(preds),
+        diagnostics=diagnostics,
     )
 
 

@@ -129,12 +129,15 @@ def environment() -> dict[str, Any]:
 def hardware(device: str) -> dict[str, Any]:
     import torch
 
+    from . import distributed
+
     info: dict[str, Any] = {
         "device": device,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),  # processes training together (torchrun)
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

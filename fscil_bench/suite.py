@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import distributed
 from .benchmarks import Benchmark, LoadOptions, get_benchmark
 from .registry import MethodRegistry
 from .runner import RunOptions, RunResult, run_method
@@ -46,6 +47,8 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         "extra": result.extra,
         "sessions_done": result.sessions_done,
         "metrics": result.metrics,
+        # Neural-collapse diagnostics per session (None when the method has no embed).
+        "diagnostics": result.diagnostics,
         "error": result.error,
     }
 
@@ -81,7 +84,8 @@ def run_grid(
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
         keys = [RunKey(spec.id, m, preset, s) for m in methods for s in seeds]
-        todo = [k for k in keys if force or not store.is_complete(k)]
+        # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
+        todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
         for k in keys:
             if k not in todo:
                 outcomes.append(RunOutcome(k, "skipped", f"{k.benchmark} {k.method} [{k.preset}] seed {k.seed}: already complete, skipped"))
@@ -93,12 +97,13 @@ def run_grid(
             method_cls = registry.get(key.method)
             started = now_iso()
             result = run_method(bench, method_cls, preset, key.seed, options)
-            store.write(
-                key,
-                build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command),
-                result.predictions,
-                result.test_labels,
-            )
+            if distributed.is_main_process():
+                store.write(
+                    key,
+                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command),
+                    result.predictions,
+                    result.test_labels,
+                )
             outcomes.append(RunOutcome(key, result.status, summary_line(key, result)))
             echo(outcomes[-1].summary)
     return outcomes

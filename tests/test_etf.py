@@ -152,6 +152,7 @@ TINY = replace(
     session=NeckRecipe(steps=4, lr=0.1, batch_size=8),
     feature_dim=16,
     augmented_views=1,
+    warm_start=None,  # from scratch here; the warm start has its own test
 )
 
 
@@ -206,6 +207,34 @@ def test_a_rerun_loads_the_cached_base_model_and_repeats_the_run(synthetic_bench
     assert len({ETF.kind, ETFCrossEntropy.kind, ETFLinearCrossEntropy.kind}) == 3
     for a, b in zip(first.predictions, again.predictions):
         assert (a == b).all()
+
+
+def test_a_warm_start_begins_from_the_shared_cross_entropy_base_model(synthetic_benchmark, run_options):
+    from fscil_bench.base_models import cross_entropy_base_model
+
+    warm = SGDRecipe(epochs=1, lr=0.05, batch_size=16)
+    cls = tiny(ETF)
+    # No base epochs of its own: the backbone must be exactly the cross-entropy model's.
+    cls.presets = {**cls.presets, "tiny": replace(cls.presets["tiny"], warm_start=warm, base=replace(TINY.base, epochs=0))}
+    captured = {}
+
+    class Capture(cls):
+        def fit_base(self, session, ctx):
+            super().fit_base(session, ctx)
+            captured["backbone"] = {k: v.clone() for k, v in self.model.backbone.state_dict().items()}
+            captured["ce"] = cross_entropy_base_model(session, ctx, TINY.backbone, warm).backbone.state_dict()
+
+    result = run_method(synthetic_benchmark, Capture, "tiny", 0, run_options)
+    assert result.status == "completed", result.error
+    assert captured["backbone"].keys() == captured["ce"].keys()
+    assert all(torch.equal(captured["backbone"][k], captured["ce"][k]) for k in captured["ce"])
+    assert result.extra["backbone_init"].startswith("the shared cross-entropy base model ")
+    scratch = run_method(synthetic_benchmark, tiny(ETF), "tiny", 0, run_options)
+    assert scratch.extra["base_model"]["key"] != result.extra["base_model"]["key"]
+    both = tiny(ETF)
+    both.presets = {**both.presets, "tiny": replace(cls.presets["tiny"], pretrained_path=__file__)}
+    failed = run_method(synthetic_benchmark, both, "tiny", 0, run_options)
+    assert failed.status == "failed" and "exclusive" in failed.error["message"]
 
 
 # --- registration, presets, reported numbers -----------------------------------------------

@@ -269,7 +269,7 @@ def test_avalanche_export_example_trains_a_strategy_on_an_exported_schedule(synt
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     lines: list[str] = []
-    accuracies = module.main(synthetic_benchmark, epochs=1, log=lines.append)
+    accuracies = module.main(synthetic_benchmark, epochs=1, base_epochs=2, log=lines.append)
     assert len(accuracies) == len(synthetic_benchmark.schedule)
     assert all(0.0 <= a <= 1.0 for a in accuracies)
     assert "as an Avalanche benchmark: 4 train / 4 test experiences" in lines[0]

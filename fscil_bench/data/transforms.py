@@ -5,6 +5,10 @@ returns float images ``(B, 3, h, w)`` normalised with the dataset's mean and std
 draw from an explicit ``torch.Generator`` so a seeded run is reproducible. Working on whole
 batches (instead of one PIL image at a time) keeps the data path cheap and lets it run on the
 accelerator.
+
+Random numbers are always drawn on the CPU from the caller's generator (so a seeded run draws
+the same augmentation on every device) and copied to the images' device without waiting
+(``non_blocking``): a transform never makes the host wait for the device.
 """
 
 from __future__ import annotations
@@ -26,13 +30,18 @@ class Normalization:
 def to_float(images: torch.Tensor, norm: Normalization) -> torch.Tensor:
     """uint8 ``(B, H, W, 3)`` -> normalised float ``(B, 3, H, W)``."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(norm.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std, device=x.device).view(1, 3, 1, 1)
+    mean = _on(torch.tensor(norm.mean).view(1, 3, 1, 1), x.device)
+    std = _on(torch.tensor(norm.std).view(1, 3, 1, 1), x.device)
     return x.sub_(mean).div_(std)
 
 
+def _on(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy host-made ``values`` to ``device`` without a host synchronisation (no-op on the CPU)."""
+    return values.to(device, non_blocking=True)
+
+
 def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device="cpu").to(device)
+    return _on(torch.rand(n, generator=generator, device="cpu"), device)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -46,7 +55,7 @@ def random_crop(x: torch.Tensor, size: int, padding: int, generator: torch.Gener
     b = x.shape[0]
     padded = F.pad(x, (padding,) * 4)
     span = padded.shape[-1] - size + 1
-    offsets = torch.randint(0, span, (b, 2), generator=generator).to(x.device)
+    offsets = _on(torch.randint(0, span, (b, 2), generator=generator), x.device)
     rows = offsets[:, 0].view(b, 1) + torch.arange(size, device=x.device).view(1, size)
     cols = offsets[:, 1].view(b, 1) + torch.arange(size, device=x.device).view(1, size)
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
@@ -66,7 +75,8 @@ def random_resized_crop(
     (bilinear), as torchvision's RandomResizedCrop does, for a whole batch at once."""
     b, _, h, w = x.shape
     area = torch.empty(b).uniform_(*scale, generator=generator)
-    log_ratio = torch.empty(b).uniform_(torch.log(torch.tensor(ratio[0])).item(), torch.log(torch.tensor(ratio[1])).item(), generator=generator)
+    low, high = torch.log(torch.tensor(ratio)).tolist()  # float32 logs, as the bounds always were
+    log_ratio = torch.empty(b).uniform_(low, high, generator=generator)
     aspect = torch.exp(log_ratio)
     cw = torch.sqrt(area * aspect).clamp(max=1.0)  # fraction of the width
     ch = torch.sqrt(area / aspect).clamp(max=1.0)
@@ -77,7 +87,7 @@ def random_resized_crop(
     theta[:, 0, 2] = cx * 2 - 1
     theta[:, 1, 1] = ch
     theta[:, 1, 2] = cy * 2 - 1
-    grid = F.affine_grid(theta.to(x.device), (b, x.shape[1], size, size), align_corners=False)
+    grid = F.affine_grid(_on(theta, x.device), (b, x.shape[1], size, size), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

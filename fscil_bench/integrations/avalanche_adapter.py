@@ -241,7 +241,7 @@ class AvalancheHparams:
     base_epochs: int = 0
     base_samples_per_class: int | None = 20
     base_lr: float = 0.1
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 0.01
     momentum: float = 0.9
@@ -333,9 +333,18 @@ class AvalancheStrategyMethod(MethodBase):
         self.num_seen = session.num_seen
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model(images)[:, : self.num_seen]
+        return self.model.backbone(images)
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model.classifier(features)[:, : self.num_seen]
+
+    def classifier_weights(self) -> torch.Tensor:
+        """The rows of Avalanche's (incremental) linear classifier for the seen classes."""
+        return self.model.classifier.classifier.weight.detach()[: self.num_seen]
 
     def memory(self) -> MemoryDeclaration:
         exemplars, nbytes, notes = 0, 0, []
