@@ -596,7 +596,8 @@ def equiangularity(means: Any) -> float:
 
     Conventions: a centred mean of zero length (a class mean equal to ``mu_G``) gets a zero row
     and column in ``G``. With ``C > d + 1`` no simplex ETF fits in ``d`` dimensions (``G`` has
-    rank at most ``d < C - 1``), so the distance is positive but finite. NaN when ``C < 2``.
+    rank at most ``d < C - 1``), so the distance is positive but finite. NaN when ``C < 2`` or
+    when every class mean equals ``mu_G`` (collapsed features: no angle is defined).
     The distance is not bounded by 1: it grows to about ``sqrt(C)`` when most cosines are near
     +1 or -1 (e.g. class means spread along a few directions).
     """
@@ -606,6 +607,8 @@ def equiangularity(means: Any) -> float:
     C = len(mu)
     centred = _centred(mu)
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    if not (norms > 0).any():
+        return NAN
     unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
     etf = (np.eye(C) - 1.0 / C) * (C / (C - 1))
     return float(np.linalg.norm(unit @ unit.T - etf) / (C / math.sqrt(C - 1)))

@@ -145,6 +145,10 @@ def test_degenerate_inputs_follow_the_documented_conventions():
     assert one_class["nc1"] is None and one_class["equiangularity"] is None and one_class["equinorm"] is None
     same_means = np.zeros((6, 3))
     assert math.isnan(within_class_variability(same_means, np.repeat([0, 1, 2], 2)))
+    # Collapsed features (every class mean the same, as in a network whose features all die):
+    # no angle is defined, so equiangularity is undefined rather than a distance of 1.
+    collapsed = collapse_diagnostics(np.zeros((6, 3)), np.repeat([0, 1, 2], 2), [(0, 3)])
+    assert collapsed["equiangularity"] is None and collapsed["equinorm"] is None
     with pytest.raises(ValueError, match="classes without samples: \\[1\\]"):
         class_means(np.ones((3, 2)), np.array([0, 2, 2]))
     with pytest.raises(ValueError, match="classifier has shape"):
