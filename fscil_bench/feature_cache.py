@@ -98,7 +98,9 @@ class FrozenFeatureMemo:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        host = images.detach().to("cpu").contiguous().numpy()
+        # tobytes() serialises each row in logical (C) order whatever its strides, so the batch
+        # (channels-last after the batch transforms) needs no contiguous copy to be keyed.
+        host = images.detach().to("cpu").numpy()
         keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in host]
         missing = [i for i, key in enumerate(keys) if key not in self._features]
         if missing:

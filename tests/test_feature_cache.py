@@ -35,6 +35,9 @@ def test_memo_returns_the_networks_features_and_computes_each_distinct_image_onc
     assert torch.allclose(memo(images[order]), expected[order])
     assert network.samples_seen == 10
     assert len(memo) == 10
+    # The same images in channels-last memory (as the batch transforms produce) are the same keys.
+    assert torch.allclose(memo(images.contiguous(memory_format=torch.channels_last)), expected)
+    assert network.samples_seen == 10
 
 
 def test_memo_tells_apart_inputs_that_differ_in_one_value_and_forgets_on_clear():
