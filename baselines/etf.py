@@ -19,13 +19,16 @@ an ImageNet-pretrained ResNet-18: set ``pretrained_path`` to a local torchvision
 (a preset of a subclass); without it the backbone is trained from scratch, and the record's
 ``extra`` says which.
 
-``quick`` (glyphs100, and the default for any other family) keeps every stage and the paper's
-neck, ETF (d = 512) and loss, but is sized for two CPU cores: the backbone is the project's
-small ``convnet4-small`` (128-d features), started from the shared cross-entropy base model
-that the other baselines use (``warm_start``), then trained end to end with the dot-regression
-loss for one epoch at lr 0.05, batch 128. Trained from scratch, 3 epochs (about 2 minutes)
-reached 69.7% on the base session against 78.4% for this warm start in half the time (seed 0).
-The two ablations inherit the warm start, so all three differ only in classifier and loss.
+``quick`` (glyphs100, and the default for any other family) keeps the paper's neck, ETF
+(d = 512), loss and incremental stage, but is sized for two CPU cores: the backbone is the
+project's small ``convnet4-small`` (128-d features), taken from the shared cross-entropy base
+model that the other baselines use (``warm_start``) and kept frozen (``train_backbone=False``);
+in the base session only the neck is trained with the dot-regression loss, for 3 epochs at lr 0.2,
+batch 128, on the backbone's cached features of the base training set (about 10 s). On seed 0
+this gave 79.8% on the base session, 55.8% on the last and 66.5% on average, against 78.3%,
+57.1% and 66.7% when the warm-started backbone was trained end to end for one epoch (about 50 s
+per method). The two ablations inherit this recipe, so all three differ only in classifier and
+loss.
 Each incremental session (100 neck steps on cached features, CIFAR's inverse-frequency
 reweighting, glyphs100 being CIFAR-shaped) takes a second or two.
 """
@@ -43,8 +46,9 @@ ETFHparams = NeckLearnerHparams
 
 _QUICK = ETFHparams(
     backbone=QUICK_BACKBONE,
-    base=SGDRecipe(epochs=1, lr=0.05, batch_size=128, warmup_epochs=0.3),
+    base=SGDRecipe(epochs=3, lr=0.2, batch_size=128, warmup_epochs=0.3),
     warm_start=QUICK_BASE_SGD,
+    train_backbone=False,
     session=NeckRecipe(steps=100, lr=0.25, batch_size=64),
     feature_dim=512,
     session_reweight=True,

@@ -17,6 +17,7 @@ from torch import nn
 
 from fscil_bench import Context, MethodBase, Session
 from fscil_bench.base_models import LinearHeadOutputs, QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.models.inference import inference_network
 from fscil_bench.training import SGDRecipe, train_supervised
 
 
@@ -55,4 +56,4 @@ class FineTune(LinearHeadOutputs, MethodBase):
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model.backbone(images)
+        return inference_network(self.model.backbone)(images)

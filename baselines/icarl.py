@@ -51,6 +51,7 @@ from fscil_bench.data.arrays import LabelledImages
 from fscil_bench.exemplars import ImageBank, labelled_images
 from fscil_bench.feature_cache import base_feature_pool
 from fscil_bench.models import build_backbone
+from fscil_bench.models.inference import inference_network
 from fscil_bench.training import SGDRecipe, extract_features, train_supervised
 
 
@@ -212,7 +213,7 @@ class ICaRL(MethodBase):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised backbone features (the space of the class means)."""
         self.model.eval()
-        return F.normalize(self.model.backbone(images), dim=1)
+        return F.normalize(inference_network(self.model.backbone)(images), dim=1)
 
     @torch.no_grad()
     def classify(self, features: torch.Tensor) -> torch.Tensor:

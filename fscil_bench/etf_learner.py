@@ -11,7 +11,10 @@ Stages:
    benchmark's training augmentation). Then the mean backbone feature of every base class is
    computed once over the whole base training set (test-time transform) and kept. The trained
    model and these means are cached together under a hash of the recipe
-   (:func:`fscil_bench.base_models.cached_model`).
+   (:func:`fscil_bench.base_models.cached_model`). With ``train_backbone=False`` (the ``quick``
+   presets) the backbone, taken from the shared cross-entropy base model, stays frozen: its
+   features of the base training set are computed once (and cached, shared by every method
+   that starts from that model) and only the neck and classifier are trained on them.
 2. Incremental session ``t``. The backbone is frozen (no gradient, evaluation mode: its weights and
    BatchNorm statistics never change). The backbone features of the session's few shots are
    computed once: the test-time view plus ``augmented_views`` views under the training
@@ -45,13 +48,13 @@ from torch import nn
 
 from .base_models import cached_model, cross_entropy_base_model
 from .data.cache import sha256_file, stable_hash
-from .feature_cache import FrozenFeatureMemo
+from .feature_cache import FrozenFeatureMemo, cached_features
 from .losses import cross_entropy_loss
 from .models import build_backbone
 from .models.etf import FixedETFClassifier
 from .models.neck import ProjectionNeck
 from .protocol import Context, MemoryDeclaration, MethodBase, Session
-from .training import SGDRecipe, class_means, extract_features, train_supervised
+from .training import SGDRecipe, class_means, extract_features, train_on_features, train_supervised
 
 #: Bumped when this module changes what a cached base model holds.
 ETF_BASE_VERSION = 1
@@ -105,6 +108,10 @@ class NeckLearnerHparams:
             (:func:`fscil_bench.base_models.cross_entropy_base_model`, the one the other baselines
             use), then train backbone, neck and classifier end to end with ``base`` as usual.
             ``None`` (the paper's recipe) starts from scratch or from ``pretrained_path``.
+        train_backbone: train the backbone in the base session (the paper). ``False`` keeps the
+            initial backbone (``warm_start`` or ``pretrained_path``) frozen and trains only neck and
+            classifier, with ``base``'s recipe, on its features of the base training set (test-time
+            view, no augmentation): seconds instead of minutes on a CPU.
     """
 
     backbone: str
@@ -117,6 +124,7 @@ class NeckLearnerHparams:
     augmented_views: int = 4
     pretrained_path: str | None = None
     warm_start: SGDRecipe | None = None
+    train_backbone: bool = True
 
 
 def derive_presets(presets: Mapping[str, Any], cls: type | None = None, **changes: Any) -> dict[str, Any]:
@@ -254,6 +262,8 @@ class NeckLearner(MethodBase):
             ctx.extra["backbone_init"] = "trained from scratch on the base session"
             ctx.extra["extra_data"] = None
         warm_backbone, warm_key = None, None
+        if not hp.train_backbone and hp.warm_start is None and not hp.pretrained_path:
+            raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained_path")
         if hp.warm_start is not None:
             if hp.pretrained_path:
                 raise ValueError("warm_start and pretrained_path are exclusive: choose one backbone initialisation")
@@ -267,6 +277,7 @@ class NeckLearner(MethodBase):
             "backbone": hp.backbone,
             "pretrained_sha256": pretrained_sha,
             "warm_start": warm_key,
+            "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
             "head": self.head_recipe(hp, ctx),
             "loss_weight": hp.loss_weight,
@@ -287,12 +298,20 @@ class NeckLearner(MethodBase):
             if warm_backbone is not None:
                 model.backbone.load_state_dict(warm_backbone.state_dict())
             generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
-            train_supervised(
-                model, session.train,
-                lambda h, y: hp.loss_weight * self.loss(model.head, h, y, num_base, hp.base_reweight),
-                hp.base, ctx, desc="base session", forward=model.embed, generator=generator,
-            )
-            feats, labels = extract_features(model.backbone, session.train, ctx)
+
+            def loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return hp.loss_weight * self.loss(model.head, features, labels, num_base, hp.base_reweight)
+
+            if hp.train_backbone:
+                train_supervised(model, session.train, loss, hp.base, ctx, desc="base session",
+                                 forward=model.embed, generator=generator)
+                feats, labels = extract_features(model.backbone, session.train, ctx)
+            else:
+                model.backbone.requires_grad_(False).eval()
+                feats, labels = (cached_features(ctx, model.backbone, warm_key, session.train, tag="eval") if warm_key
+                                 else extract_features(model.backbone, session.train, ctx))
+                train_on_features([model.neck, model.head], feats, labels, lambda f, y: loss(model.neck(f), y),
+                                  hp.base, ctx, desc="base session (neck)", generator=generator)
             model.base_means.copy_(class_means(feats, labels, session.new_classes))
 
         self.model: NeckModel = cached_model(ctx, recipe, build, train)

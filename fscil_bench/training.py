@@ -1,7 +1,8 @@
 """Training and feature-extraction helpers every method wants.
 
 ``train_supervised`` runs SGD with momentum, linear warm-up and cosine decay over a session's
-training set; ``extract_features`` runs a frozen network over a set in evaluation mode;
+training set; ``train_on_features`` does the same over precomputed features; ``extract_features``
+runs a frozen network over a set in evaluation mode;
 ``class_means`` averages features per class.
 
 On a CUDA device ``train_supervised`` takes the fast paths of :class:`DevicePaths` (bf16
@@ -175,6 +176,53 @@ def train_supervised(
     if parallel:
         distributed.sync_buffers(model)
     model.eval()
+    return history
+
+
+def train_on_features(
+    modules: list[nn.Module],
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    recipe: SGDRecipe,
+    ctx: Context,
+    desc: str,
+    generator: torch.Generator | None = None,
+) -> list[float]:
+    """Train ``modules`` on precomputed ``features`` (one row per sample) with ``recipe``'s SGD,
+    warm-up and schedule; return the per-epoch mean loss.
+
+    ``loss_fn(batch_features, batch_labels)`` runs the modules and returns the loss. The rows are
+    shuffled every epoch by ``generator`` (default: ``ctx.generator``); there is no augmentation,
+    so this is the cheap stage after a frozen network whose features were computed once.
+    """
+    generator = generator or ctx.generator
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    n = len(features)
+    drop_last = n > recipe.batch_size
+    steps_per_epoch = n // recipe.batch_size if drop_last else 1
+    total = steps_per_epoch * recipe.epochs
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    for m in modules:
+        m.train()
+    step, history = 0, []
+    for _ in ctx.progress(range(recipe.epochs), desc=desc, total=recipe.epochs):
+        order = torch.randperm(n, generator=generator).to(features.device)
+        running = torch.zeros((), device=features.device)
+        for b in range(steps_per_epoch):
+            rows = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, warmup, recipe)
+            loss = loss_fn(features[rows], labels[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach().float() * len(rows)
+            step += 1
+        history.append(float(running) / max(1, min(n, steps_per_epoch * recipe.batch_size)))
+    for m in modules:
+        m.eval()
     return history
 
 

@@ -45,3 +45,27 @@ def test_a_corrupted_base_model_is_detected_and_retrained(synthetic_benchmark, t
     cross_entropy_base_model(session, ctx2, "convnet4-small", RECIPE)
     assert ctx2.extra["base_model"]["cache_hit"] is False
     assert any("failed its checksum; retraining" in line for line in logs)
+
+
+def test_training_on_features_follows_the_recipe_and_fits_a_separable_toy(tmp_path):
+    from fscil_bench.runner import no_progress, seed_everything
+    from fscil_bench.training import train_on_features
+
+    torch.manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(25)
+    features = torch.randn(100, 8) * 0.3 + torch.eye(4, 8)[labels] * 3  # four separable clusters
+    layer = torch.nn.Linear(8, 4)
+    ctx = Context(device=torch.device("cpu"), seed=0, generator=seed_everything(0), num_classes_total=4,
+                  hparams=None, benchmark={}, cache_dir=tmp_path, progress=no_progress, log=lambda m: None)
+    batch_sizes = []
+
+    def loss(f, y):
+        batch_sizes.append(len(f))
+        return torch.nn.functional.cross_entropy(layer(f), y)
+
+    recipe = SGDRecipe(epochs=5, lr=0.1, batch_size=32, warmup_epochs=0.0, schedule="constant")
+    history = train_on_features([layer], features, labels, loss, recipe, ctx, desc="toy")
+    assert len(history) == 5 and history[-1] < history[0] / 2
+    assert batch_sizes == [32] * (3 * 5)  # drop_last: 100 rows give 3 full batches per epoch
+    assert (layer(features).argmax(1) == labels).float().mean() == 1.0
+    assert not layer.training

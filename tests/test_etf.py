@@ -17,7 +17,7 @@ from fscil_bench.models import build_backbone
 from fscil_bench.models.etf import FixedETFClassifier, simplex_etf
 from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.registry import discover
-from fscil_bench.runner import run_method
+from fscil_bench.runner import make_session, run_method
 from fscil_bench.training import SGDRecipe, lr_at
 
 # --- the simplex ETF -------------------------------------------------------------------------
@@ -153,6 +153,7 @@ TINY = replace(
     feature_dim=16,
     augmented_views=1,
     warm_start=None,  # from scratch here; the warm start has its own test
+    train_backbone=True,
 )
 
 
@@ -235,6 +236,58 @@ def test_a_warm_start_begins_from_the_shared_cross_entropy_base_model(synthetic_
     both.presets = {**both.presets, "tiny": replace(cls.presets["tiny"], pretrained_path=__file__)}
     failed = run_method(synthetic_benchmark, both, "tiny", 0, run_options)
     assert failed.status == "failed" and "exclusive" in failed.error["message"]
+
+
+def test_a_frozen_warm_backbone_trains_only_the_neck_on_shared_cached_features(synthetic_benchmark, run_options,
+                                                                               monkeypatch):
+    import fscil_bench.etf_learner as learner
+    from fscil_bench.base_models import cross_entropy_base_model
+    from fscil_bench.training import class_means, extract_features
+
+    trained = []
+
+    def recording(modules, features, labels, loss_fn, recipe, ctx, desc, generator=None):
+        history = learner.__dict__["_real_train_on_features"](modules, features, labels, loss_fn, recipe, ctx, desc, generator)
+        trained.append(([type(m).__name__ for m in modules], len(features), history))
+        return history
+
+    monkeypatch.setitem(learner.__dict__, "_real_train_on_features", learner.train_on_features)
+    monkeypatch.setattr(learner, "train_on_features", recording)
+
+    warm = SGDRecipe(epochs=1, lr=0.05, batch_size=16)
+    frozen = replace(TINY, warm_start=warm, train_backbone=False, base=replace(TINY.base, epochs=2))
+    captured = {}
+
+    class Capture(tiny(ETF)):
+        presets = {"tiny": frozen}
+
+        def fit_base(self, session, ctx):
+            super().fit_base(session, ctx)
+            captured["key"] = ctx.extra["base_model"]["key"]
+            ce = cross_entropy_base_model(session, ctx, TINY.backbone, warm).backbone
+            captured["same_backbone"] = all(torch.equal(a, b) for a, b in zip(
+                self.model.backbone.state_dict().values(), ce.state_dict().values()))
+            feats, labels = extract_features(ce, session.train, ctx)
+            captured["means"] = (self.model.base_means, class_means(feats, labels, session.new_classes))
+
+    result = run_method(synthetic_benchmark, Capture, "tiny", 0, run_options)
+    assert result.status == "completed", result.error
+    frozen_key = captured["key"]
+    assert captured["same_backbone"], "the base session changed the warm-started backbone"
+    kept, expected = captured["means"]
+    assert torch.allclose(kept, expected, atol=1e-5)
+    (modules, rows, history), = trained  # neck and ETF, on one feature row per base training image
+    assert modules == ["ProjectionNeck", "FixedETFClassifier"] and rows == len(make_session(synthetic_benchmark, 0).train)
+    assert len(history) == 2 and history[-1] < history[0]
+    assert len(list((run_options.cache_dir / "features").glob("*.npz"))) == 1  # the shared feature cache entry
+    end_to_end = replace(frozen, train_backbone=True)
+    Capture.presets = {"tiny": end_to_end}
+    assert run_method(synthetic_benchmark, Capture, "tiny", 0, run_options).status == "completed"
+    assert captured["key"] != frozen_key
+    assert not captured["same_backbone"]
+    Capture.presets = {"tiny": replace(frozen, warm_start=None)}
+    failed = run_method(synthetic_benchmark, Capture, "tiny", 0, run_options)
+    assert failed.status == "failed" and "train_backbone=False" in failed.error["message"]
 
 
 # --- registration, presets, reported numbers -----------------------------------------------

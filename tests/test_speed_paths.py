@@ -204,3 +204,33 @@ def test_harness_rejects_bad_arguments(capsys):
     assert capsys.readouterr().err.strip() == "error: unknown section nope; choose from train, data, prototype, session"
     assert speed.main(["--benchmark", "no-such-benchmark"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown benchmark 'no-such-benchmark'")
+
+
+@pytest.mark.parametrize("name", ["convnet4-small", "resnet12"])
+def test_batchnorm_folded_inference_matches_and_follows_weight_changes(name):
+    from fscil_bench.models import build_backbone
+    from fscil_bench.models.inference import inference_network
+
+    def close(a, b):  # equal up to float rounding, relative to the outputs' scale
+        return bool((a - b).abs().max() <= 1e-4 * b.abs().max())
+
+    torch.manual_seed(0)
+    net = build_backbone(name)
+    x = torch.randn(6, 3, 32, 32)
+    net.train()
+    net(torch.randn(16, 3, 32, 32))  # non-trivial running statistics
+    net.eval()
+    folded = inference_network(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), "no BatchNorm was folded"
+    with torch.no_grad():
+        assert close(folded(x), net(x))
+    assert inference_network(net) is folded  # unchanged network: the copy is reused
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    net(x).sum().backward()
+    opt.step()
+    refolded = inference_network(net)
+    assert refolded is not folded
+    with torch.no_grad():
+        assert not close(folded(x), net(x))
+        assert close(refolded(x), net(x))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is left as it was

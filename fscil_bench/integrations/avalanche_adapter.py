@@ -82,6 +82,7 @@ from torch import nn
 from ..base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
 from ..data.arrays import BatchTransform
 from ..exemplars import subsample_per_class
+from ..models.inference import inference_network
 from ..models import build_backbone
 from ..protocol import Context, MemoryDeclaration, MethodBase, Session
 from ..training import SGDRecipe
@@ -335,7 +336,7 @@ class AvalancheStrategyMethod(MethodBase):
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model.backbone(images)
+        return inference_network(self.model.backbone)(images)
 
     @torch.no_grad()
     def classify(self, features: torch.Tensor) -> torch.Tensor:
