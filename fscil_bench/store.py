@@ -14,7 +14,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,17 +83,26 @@ class ResultsStore:
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n")
         return path
 
-    def records(self) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Every readable record under the root, in a stable order."""
+    def records(self, on_unreadable: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every readable record under the root, in a stable order.
+
+        Records are written atomically, so a killed run never leaves half a record; one that
+        cannot be read (edited by hand, damaged on disk) is skipped and passed, with the reason,
+        to ``on_unreadable`` (default: a ``warning:`` line on stderr), never dropped silently.
+        """
         for path in sorted(self.root.glob("*/*/*/seed-*/record.json")):
             try:
                 yield path, json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+            except (OSError, json.JSONDecodeError) as exc:
+                (on_unreadable or _warn_unreadable)(path, f"{type(exc).__name__}: {exc}")
 
     def predictions(self, record_path: Path) -> dict[str, np.ndarray] | None:
         """The saved predictions next to a record (``None`` if missing or corrupt)."""
         return load_arrays(record_path.parent / "predictions.npz")
+
+
+def _warn_unreadable(path: Path, reason: str) -> None:
+    print(f"warning: skipped unreadable record {path} ({reason})", file=sys.stderr)
 
 
 def git_commit(path: Path | None = None) -> str | None:

@@ -48,3 +48,16 @@ def test_unwritable_root_is_reported(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match=f"cannot write results to {blocker}/runs"):
         ResultsStore(blocker / "runs").check_writable()
+
+
+def test_an_unreadable_record_is_reported_not_dropped_silently(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    good = store.write(RunKey("b@1", "m", "quick", 0), {"schema_version": 1, "status": "completed"}, [np.zeros(2, np.int16)], np.zeros(2))
+    bad = store.write(RunKey("b@1", "m", "quick", 1), {"schema_version": 1, "status": "completed"}, [np.zeros(2, np.int16)], np.zeros(2))
+    bad.write_text('{"schema_version": 1, "sta')  # damaged by hand
+    assert [p for p, _ in store.records()] == [good]
+    err = capsys.readouterr().err
+    assert f"warning: skipped unreadable record {bad}" in err and "JSONDecodeError" in err
+    seen = []
+    assert [p for p, _ in store.records(on_unreadable=lambda path, reason: seen.append(path))] == [good]
+    assert seen == [bad]
