@@ -307,7 +307,6 @@ class NeckLearner(MethodBase):
                                  forward=model.embed, generator=generator)
                 feats, labels = extract_features(model.backbone, session.train, ctx)
             else:
-                model.backbone.requires_grad_(False).eval()
                 feats, labels = (cached_features(ctx, model.backbone, warm_key, session.train, tag="eval") if warm_key
                                  else extract_features(model.backbone, session.train, ctx))
                 train_on_features([model.neck, model.head], feats, labels, lambda f, y: loss(model.neck(f), y),

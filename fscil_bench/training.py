@@ -209,7 +209,7 @@ def train_on_features(
     step, history = 0, []
     for _ in ctx.progress(range(recipe.epochs), desc=desc, total=recipe.epochs):
         order = torch.randperm(n, generator=generator).to(features.device)
-        running = torch.zeros((), device=features.device)
+        running, seen = torch.zeros((), device=features.device), 0
         for b in range(steps_per_epoch):
             rows = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
             for group in opt.param_groups:
@@ -219,8 +219,9 @@ def train_on_features(
             loss.backward()
             opt.step()
             running += loss.detach().float() * len(rows)
+            seen += len(rows)
             step += 1
-        history.append(float(running) / max(1, min(n, steps_per_epoch * recipe.batch_size)))
+        history.append(float(running) / seen)
     for m in modules:
         m.eval()
     return history

@@ -75,11 +75,10 @@ if [ -z "${FSCIL_CORE_ONLY:-}" ]; then
   # import need (Cython; gym, which its import needs).
   install -e ".[test,avalanche,cluster]" cython "gym==0.26.2"
   # learn2learn 0.2.0 ships an sdist whose generated C does not compile on Python 3.11: rebuild
-  # its extensions from the .pyx sources, skip its qpth/gsutil requirements
-  # (they pin numpy<2).
+  # its extensions from the .pyx sources, skip its qpth/gsutil requirements (they pin numpy<2).
   if ! "$PY" -c "import learn2learn" 2>/dev/null; then
     if [ -n "$UV" ]; then
-      "$UV" pip install -q "${UV_OPTIONS[@]}" --no-deps --no-build-isolation "learn2learn==0.2.0" -C--build-option=build_ext
+      install --no-deps --no-build-isolation "learn2learn==0.2.0" -C--build-option=build_ext
     else
       pip_install --no-deps "learn2learn==0.2.0" --config-settings=--build-option=build_ext
     fi

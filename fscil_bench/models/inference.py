@@ -12,7 +12,7 @@ feature map: about 1.2-1.3x on the CPU for the small quick backbone.
 does the folding) and keeps it until a parameter or buffer of the original changes. Changes are
 seen through the tensors' version counters, which every in-place update (optimiser step,
 ``load_state_dict``, BatchNorm statistics) increments, so a stale copy is never used. Outputs
-equal the original's up to float rounding. A network that torch.fx cannot trace is used as it is.
+equal the original's up to float rounding. A network that torch.fx cannot trace is copied unfolded.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _state(network: nn.Module) -> tuple:
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
     """A copy of ``network`` in evaluation mode with each BatchNorm folded into the convolution
-    before it (the network itself when torch.fx cannot trace it)."""
+    before it (an unfolded copy when torch.fx cannot trace it)."""
     from torch.fx.experimental.optimization import fuse
 
     frozen = copy.deepcopy(network).eval()
