@@ -57,11 +57,16 @@ def no_progress(iterable, desc: str = "", total: int | None = None):
     return iter(iterable)
 
 
+#: Test images per forward pass in evaluation. 256 was faster on the CPU than 512: 1.23 vs 1.42 s
+#: for 4,096 images through convnet4-small, 13.6 vs 14.7 s for 1,024 through resnet12 (medians of 3).
+EVAL_BATCH_SIZE = 256
+
+
 @dataclass
 class RunOptions:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache_dir: Path = Path(".cache")
-    eval_batch_size: int = 512
+    eval_batch_size: int = EVAL_BATCH_SIZE
     progress: Progress = no_progress
     log: Callable[[str], None] = print
 

@@ -3,6 +3,7 @@ checked for correctness on the CPU, and the speed harness's figures on a tiny be
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import sys
@@ -183,7 +184,7 @@ def test_harness_prints_every_figure_with_sane_values(tmp_path):
     figures = [speed.measure_train_step(bench, tmp_path / "a", images=48, epochs=1, rounds=1, batch_size=16),
                speed.measure_data_path(bench, images=48, rounds=1, batch_size=16)]
     figures += speed.measure_prototype(bench, tmp_path / "models")
-    figures.append(speed.measure_session_cost(bench, tmp_path / "models", epochs=2))
+    figures.append(speed.measure_session_cost(bench, tmp_path / "models", rounds=1, epochs=2))
     for figure in figures:
         lines.append(figure.line())
     names = [f.name for f in figures]
@@ -193,7 +194,7 @@ def test_harness_prints_every_figure_with_sane_values(tmp_path):
         assert figure.ours > 0 and figure.reference > 0 and math.isfinite(figure.ratio)
         assert line.startswith(f"{figure.name}: ours ") and f"ratio {figure.ratio:.3f} (target {figure.target})" in line
     assert figures[0].notes["images"] == "48x1 epochs"
-    assert figures[4].notes["sessions"] == len(bench.schedule) - 1
+    assert figures[4].notes["sessions"] == len(bench.schedule) - 1 and figures[4].notes["rounds"] == 1
     for key in ("mean acc ours", "mean acc Avalanche"):
         assert 0 <= float(figures[4].notes[key].rstrip("%")) <= 100
 
@@ -220,17 +221,68 @@ def test_batchnorm_folded_inference_matches_and_follows_weight_changes(name):
     net.train()
     net(torch.randn(16, 3, 32, 32))  # non-trivial running statistics
     net.eval()
+    state = copy.deepcopy(net.state_dict())
     folded = inference_network(net)
+    with torch.no_grad():
+        before_training = net(x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), "no BatchNorm was folded"
     with torch.no_grad():
         assert close(folded(x), net(x))
     assert inference_network(net) is folded  # unchanged network: the copy is reused
+    before = folded(x)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     net(x).sum().backward()
     opt.step()
-    refolded = inference_network(net)
-    assert refolded is not folded
+    refolded = inference_network(net)  # updated in place: same structure, new weights
     with torch.no_grad():
-        assert not close(folded(x), net(x))
+        assert not close(before, net(x))
         assert close(refolded(x), net(x))
+    net.train()
+    net(torch.randn(16, 3, 32, 32) + 1.0)  # only the BatchNorm statistics change
+    net.eval()
+    with torch.no_grad():
+        assert close(inference_network(net)(x), net(x))
+    net.load_state_dict(state)  # back to the first weights
+    with torch.no_grad():
+        assert close(inference_network(net)(x), before_training)
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+
+
+def test_batchnorm_folding_keeps_what_it_cannot_fold():
+    from fscil_bench.models.inference import inference_network
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, bias=True)
+            self.bn = nn.BatchNorm2d(4)  # folded: the conv's only user
+            self.shared = nn.Conv2d(4, 4, 1)
+            self.bn_shared = nn.BatchNorm2d(4)  # kept: the conv output is also used by the residual
+            self.batch_stats = nn.BatchNorm2d(4, track_running_stats=False)  # kept: batch statistics
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            s = self.shared(h)
+            return self.batch_stats(self.bn_shared(s) + s)
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else -x  # data-dependent branch
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 8, 8).abs()
+    branchy, untraceable = Branchy(), Untraceable()
+    for net in (branchy, untraceable):
+        net.train()
+        net(x)
+        net.eval()
+        with torch.no_grad():
+            assert torch.allclose(inference_network(net)(x), net(x), atol=1e-5)
+    kept = [name for name, m in inference_network(branchy).named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert kept == ["bn_shared", "batch_stats"]
+    unfolded = inference_network(untraceable)
+    assert unfolded is not untraceable and isinstance(unfolded.bn, nn.BatchNorm2d)
