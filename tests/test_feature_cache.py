@@ -54,3 +54,15 @@ def test_memo_tells_apart_inputs_that_differ_in_one_value_and_forgets_on_clear()
     memo.clear()
     memo(images)
     assert network.samples_seen == 5
+
+
+def test_memo_keys_cover_shape_and_dtype_not_only_the_bytes():
+    network = CountingNetwork()
+    memo = FrozenFeatureMemo(lambda x: network(x.reshape(len(x), 3, 2, 2).float()))
+    images = torch.randn(2, 3, 2, 2)
+    memo(images)
+    memo(images.reshape(2, 3, 4, 1))  # same bytes in the same order, another shape
+    memo(images.view(torch.int32))  # same bytes, another dtype
+    assert network.samples_seen == 6
+    memo(images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2))  # only the layout differs
+    assert network.samples_seen == 6
