@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Speed of fscil-bench's own code paths, each measured side by side with a reference in one run.
 
-    python benchmarks/speed.py            # full mode: glyphs100 images, glyphs100-small sessions
-    python benchmarks/speed.py --short    # CI mode: glyphs100-tiny, few steps (about 2 minutes on 2 cores)
-    python benchmarks/speed.py --benchmark glyphs100 --sections prototype --models-dir ~/.cache/fscil-bench
-                                          # prototype on the default benchmark, base model from the cache
+    python benchmarks/speed.py            # full mode: glyphs100, the default benchmark (about 12 minutes on 2 cores)
+    python benchmarks/speed.py --short    # CI mode: glyphs100-tiny, few steps (about 1 minute on 2 cores)
+    python benchmarks/speed.py --sections prototype --models-dir ~/.cache/fscil-bench
+                                          # prototype only, base model from the cache of 'fscil-bench run'
 
 Four figures, each a ratio of two measurements taken in the same process:
 
@@ -371,7 +371,7 @@ class Sizes:
 
 SHORT = Sizes("glyphs100-tiny", "glyphs100-tiny", train_images=512, train_epochs=1, train_rounds=2,
               data_images=1024, data_rounds=2, session_epochs=5, session_rounds=1)
-FULL = Sizes("glyphs100", "glyphs100-small", train_images=1280, train_epochs=1, train_rounds=5,
+FULL = Sizes("glyphs100", "glyphs100", train_images=1280, train_epochs=1, train_rounds=5,
              data_images=5120, data_rounds=5)
 
 
@@ -427,8 +427,8 @@ SECTIONS = ["train", "data", "prototype", "session"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="CI mode: glyphs100-tiny and few steps")
-    parser.add_argument("--benchmark", help="measure everything on this built-in benchmark (default: glyphs100 images and "
-                        "glyphs100-small sessions; glyphs100-tiny with --short)")
+    parser.add_argument("--benchmark", help="measure everything on this built-in benchmark (default: glyphs100; "
+                        "glyphs100-tiny with --short)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--cache-dir", help="dataset cache (default: $FSCIL_BENCH_CACHE or ~/.cache/fscil-bench)")
     parser.add_argument("--models-dir", help="reuse the base models cached in this folder (e.g. the cache of "

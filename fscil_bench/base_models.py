@@ -7,6 +7,7 @@ the recipe and ``BASE_CODE_VERSION`` (bumped when the training code changes what
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import time
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .data.cache import atomic_write_bytes, sha256_file, stable_hash
+from .data.cache import atomic_write_bytes, exclusive_lock, sha256_file, stable_hash
 from .models import build_backbone
 from .protocol import Context, Session
 from .training import SGDRecipe, train_supervised
@@ -37,6 +38,31 @@ def _verified_state(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _load_or_train(ctx: Context, path: Path, model: nn.Module, train: Callable[[nn.Module], None]) -> dict[str, Any]:
+    """Load ``model``'s weights from ``path`` when they verify, else train it and save them there."""
+    state = _verified_state(path) if distributed.is_main_process() else None
+    if distributed.broadcast_object(state is not None) and state is None:
+        state = _verified_state(path)
+    if state is not None:
+        model.load_state_dict(state)
+        ctx.log(f"base model {path.stem}: loaded from cache")
+        return {"cache_hit": True}
+    if path.exists():
+        ctx.log(f"base model cache {path} failed its checksum; retraining")
+    start = time.perf_counter()
+    train(model)
+    note = {"cache_hit": False, "train_seconds": round(time.perf_counter() - start, 3)}
+    if distributed.is_main_process():
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path.with_suffix(".sha256"), (sha256_file(path) + "\n").encode())
+    distributed.barrier()  # the other ranks load rank 0's weights, so every rank holds the same model
+    if not distributed.is_main_process() and (saved := _verified_state(path)) is not None:
+        model.load_state_dict(saved)
+    return note
+
+
 def cached_model(
     ctx: Context,
     recipe: dict[str, Any],
@@ -52,30 +78,14 @@ def cached_model(
     path = ctx.cache_dir / "base_models" / f"{key}.pt"
     torch.manual_seed(ctx.stage_seed("base-init", key))
     model = build().to(ctx.device)
-    # Under torchrun, rank 0 decides hit or miss for all ranks (they must train together or not at all).
-    state = _verified_state(path) if distributed.is_main_process() else None
-    if distributed.broadcast_object(state is not None) and state is None:
-        state = _verified_state(path)
-    note: dict[str, Any] = {"key": key, "recipe": recipe}
-    if state is not None:
-        model.load_state_dict(state)
-        note["cache_hit"] = True
-        ctx.log(f"base model {key}: loaded from cache")
-    else:
-        if path.exists():
-            ctx.log(f"base model cache {path} failed its checksum; retraining")
-        start = time.perf_counter()
-        train(model)
-        note["cache_hit"] = False
-        note["train_seconds"] = round(time.perf_counter() - start, 3)
-        if distributed.is_main_process():
-            buffer = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
-            atomic_write_bytes(path.with_suffix(".sha256"), (sha256_file(path) + "\n").encode())
-        distributed.barrier()  # the other ranks load rank 0's weights, so every rank holds the same model
-        if not distributed.is_main_process() and (saved := _verified_state(path)) is not None:
-            model.load_state_dict(saved)
+    # Another process of a parallel run (a worker, an array task) may be training this very model:
+    # the lock makes it wait and then load it, instead of training it a second time. Under
+    # torchrun only rank 0 takes the lock and decides hit or miss for all ranks (they must train
+    # together or not at all).
+    lock = exclusive_lock(path.with_suffix(".lock"), ctx.log) if distributed.is_main_process() else contextlib.nullcontext()
+    with lock:
+        note = _load_or_train(ctx, path, model, train)
+    note = {"key": key, "recipe": recipe, **note}
     model.eval()
     ctx.extra["base_model"] = note
     return model

@@ -26,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from .data.cache import exclusive_lock
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -99,25 +101,10 @@ def import_submitit() -> Any:
     return submitit
 
 
-@contextlib.contextmanager
-def key_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a run's folder; waits while another process holds it.
-
-    ``flock`` locks are dropped by the kernel when their holder exits, so a killed job never
-    leaves a stale lock behind.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock, atomic writes still keep records whole
-        yield
-        return
-    with open(run_dir / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def key_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold an exclusive lock on a run's folder (its ``.lock`` file); waits while another process
+    holds it. The kernel drops the lock when its holder exits, so a killed job leaves none behind."""
+    return exclusive_lock(run_dir / ".lock")
 
 
 def run_job(job: GridJob) -> tuple[str, str]:

@@ -1,6 +1,9 @@
-import torch
+import threading
 
-from fscil_bench.base_models import cross_entropy_base_model
+import torch
+from torch import nn
+
+from fscil_bench.base_models import cached_model, cross_entropy_base_model
 from fscil_bench.protocol import Context
 from fscil_bench.runner import make_session
 from fscil_bench.training import SGDRecipe
@@ -45,6 +48,41 @@ def test_a_corrupted_base_model_is_detected_and_retrained(synthetic_benchmark, t
     cross_entropy_base_model(session, ctx2, "convnet4-small", RECIPE)
     assert ctx2.extra["base_model"]["cache_hit"] is False
     assert any("failed its checksum; retraining" in line for line in logs)
+
+
+def test_a_base_model_being_trained_elsewhere_is_waited_for_then_loaded(synthetic_benchmark, tmp_path):
+    # Two threads stand for two worker processes: the advisory lock is per open file, so they
+    # exclude each other just as processes do.
+    trained_by: list[str] = []
+    cache_hits: dict[str, bool] = {}
+    logs: list[str] = []
+    first_training, may_finish = threading.Event(), threading.Event()
+
+    def train(name: str):
+        def run(model: nn.Module) -> None:
+            trained_by.append(name)
+            first_training.set()
+            assert may_finish.wait(60)
+        return run
+
+    def worker(name: str) -> None:
+        ctx = make_ctx(synthetic_benchmark, tmp_path, logs)
+        cached_model(ctx, {"kind": "toy"}, lambda: nn.Linear(3, 2), train(name))
+        cache_hits[name] = ctx.extra["base_model"]["cache_hit"]
+
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    assert first_training.wait(60)
+    second = threading.Thread(target=worker, args=("second",))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "the second worker did not wait for the first"
+    may_finish.set()
+    first.join(60)
+    second.join(60)
+    assert trained_by == ["first"]
+    assert cache_hits == {"first": False, "second": True}
+    assert any(line.startswith("waiting for another process that holds") for line in logs)
 
 
 def test_training_on_features_follows_the_recipe_and_fits_a_separable_toy(tmp_path):
