@@ -124,7 +124,8 @@ def test_the_base_model_cache_is_written_once_by_rank_0(two_ranks):
     rank0, rank1, folder = two_ranks
     assert rank0["base_note"]["cache_hit"] is False and rank1["base_note"]["cache_hit"] is False
     files = sorted(p.name for p in (folder / "cache" / "base_models").iterdir())
-    assert files == [f"{rank0['base_note']['key']}.pt", f"{rank0['base_note']['key']}.sha256"]
+    key = rank0["base_note"]["key"]
+    assert files == [f"{key}.lock", f"{key}.pt", f"{key}.sha256"]  # the lock: rank 0's, while it trained
 
 
 def test_batch_slices_partition_the_global_batch():
