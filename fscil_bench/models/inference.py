@@ -47,6 +47,13 @@ def _state(network: nn.Module) -> tuple:
     )
 
 
+
+def _layout(state: tuple) -> list[tuple[str, tuple[int, ...]]]:
+    """The names and shapes of a :func:`_state`: while they stay the same, the folded copy can
+    be refreshed in place instead of rebuilt."""
+    return [(name, shape) for name, _, _, shape in state]
+
+
 class FoldedCopy:
     """An evaluation-mode copy of ``network`` with each BatchNorm that directly follows a
     convolution folded into it, and a :meth:`refresh` that recomputes the copy's tensors from
@@ -114,7 +121,7 @@ def inference_network(network: nn.Module) -> nn.Module:
     cached = _copies.get(network)
     if cached is not None and cached[0] == state:
         return cached[1]
-    same_layout = cached is not None and [s[::3] for s in cached[0]] == [s[::3] for s in state]
+    same_layout = cached is not None and _layout(cached[0]) == _layout(state)
     if same_layout and cached[2] is not None:
         cached[2](network)
         module, refresh = cached[1], cached[2]
