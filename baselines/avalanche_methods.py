@@ -34,9 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fscil_bench.integrations.avalanche_adapter import AvalancheHparams, AvalancheStrategyMethod
-from fscil_bench.training import SGDRecipe
+from fscil_bench.integrations.avalanche_adapter import (
+    AvalancheHparams,
+    AvalancheStrategyMethod,
+)
+from fscil_bench.toolkit.base_models import SMOKE_BASE_SGD
+from fscil_bench.toolkit.training import SGDRecipe
 
+_SMOKE = dict(base=SMOKE_BASE_SGD, base_samples_per_class=4, epochs=1, batch_size=8)
 _PAPER_BASE = dict(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
                    base_samples_per_class=None, epochs=100, batch_size=25)
 
@@ -67,14 +72,14 @@ class AvalancheNaive(AvalancheStrategyMethod):
     name = "avalanche-naive"
     strategy = "Naive"
     paper = "Avalanche Naive strategy (fine-tuning); Lomonaco et al., Avalanche, CVPR Workshops 2021"
-    presets = {"quick": NaiveHparams(), "paper": {"default": NaiveHparams(**_PAPER_BASE)}}
+    presets = {"quick": NaiveHparams(), "paper": {"default": NaiveHparams(**_PAPER_BASE)}, "smoke": NaiveHparams(**_SMOKE)}
 
 
 class AvalancheLwF(AvalancheStrategyMethod):
     name = "avalanche-lwf"
     strategy = "LwF"
     paper = "Li and Hoiem, Learning without Forgetting, ECCV 2016 (Avalanche LwF strategy)"
-    presets = {"quick": LwFHparams(), "paper": {"default": LwFHparams(**_PAPER_BASE)}}
+    presets = {"quick": LwFHparams(), "paper": {"default": LwFHparams(**_PAPER_BASE)}, "smoke": LwFHparams(**_SMOKE)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
         return {"alpha": hp.alpha, "temperature": hp.temperature}
@@ -84,7 +89,7 @@ class AvalancheEWC(AvalancheStrategyMethod):
     name = "avalanche-ewc"
     strategy = "EWC"
     paper = "Kirkpatrick et al., Overcoming catastrophic forgetting in neural networks, PNAS 2017 (Avalanche EWC strategy)"
-    presets = {"quick": EWCHparams(), "paper": {"default": EWCHparams(**_PAPER_BASE)}}
+    presets = {"quick": EWCHparams(), "paper": {"default": EWCHparams(**_PAPER_BASE)}, "smoke": EWCHparams(**_SMOKE)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
         return {"ewc_lambda": hp.ewc_lambda, "mode": hp.mode}
@@ -94,7 +99,8 @@ class AvalancheReplay(AvalancheStrategyMethod):
     name = "avalanche-replay"
     strategy = "Replay"
     paper = "Experience replay (Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019; Avalanche Replay strategy)"
-    presets = {"quick": ReplayHparams(), "paper": {"default": ReplayHparams(**_PAPER_BASE)}}
+    presets = {"quick": ReplayHparams(), "paper": {"default": ReplayHparams(**_PAPER_BASE)},
+               "smoke": ReplayHparams(**_SMOKE, mem_size=20)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
         return {"mem_size": hp.mem_size}

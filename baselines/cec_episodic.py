@@ -45,9 +45,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
-from fscil_bench.feature_cache import FrozenFeatureMemo, base_feature_pool
-from fscil_bench.training import SGDRecipe, class_means, cosine_logits, extract_features
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    cross_entropy_base_model,
+)
+from fscil_bench.toolkit.features import (
+    FrozenFeatureMemo,
+    base_feature_pool,
+    class_means,
+    extract_features,
+)
+from fscil_bench.toolkit.heads import cosine_logits
+from fscil_bench.toolkit.training import OptimisationLoop, SGDRecipe
 
 
 class ClassifierAdapter(nn.Module):
@@ -89,6 +100,7 @@ class CECEpisodic(MethodBase):
     paper = "Zhang et al., Few-Shot Incremental Learning with Continually Evolved Classifiers, CVPR 2021 (simplified)"
     presets = {
         "quick": CECEpisodicHparams(),
+        "smoke": CECEpisodicHparams(base=SMOKE_BASE_SGD, feature_samples_per_class=None, episodes=10),
         "paper": {
             "default": CECEpisodicHparams(
                 backbone="resnet18",
@@ -130,7 +142,7 @@ class CECEpisodic(MethodBase):
 
     def _meta_train(self, feats, labels, sampler, generator, hp, ctx) -> list[float]:
         num_base = len(self.prototypes)
-        opt = torch.optim.Adam(self.adapter.parameters(), lr=hp.lr)
+        loop = OptimisationLoop(torch.optim.Adam(self.adapter.parameters(), lr=hp.lr), None, feats.device)
         self.adapter.train()
         losses = []
         for _ in ctx.progress(range(hp.episodes), desc="pseudo-incremental episodes", total=hp.episodes):
@@ -151,11 +163,8 @@ class CECEpisodic(MethodBase):
                 position[labels[old_q]],
             ]).to(feats.device)
             logits = cosine_logits(feats[query.to(feats.device)], self.adapter(weights), self.scale)
-            loss = F.cross_entropy(logits, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            loop.step(F.cross_entropy(logits, target), 1)
+            losses.append(loop.end_epoch())  # one episode per entry
         self.adapter.eval()
         return losses
 

@@ -24,22 +24,18 @@ an ImageNet-pretrained ResNet-18: set ``pretrained_path`` to a local torchvision
 project's small ``convnet4-small`` (128-d features), taken from the shared cross-entropy base
 model that the other baselines use (``warm_start``) and kept frozen (``train_backbone=False``);
 in the base session only the neck is trained with the dot-regression loss, for 3 epochs at lr 0.2,
-batch 128, on the backbone's cached features of the base training set (about 10 s). On seed 0
-this gave 79.8% on the base session, 55.8% on the last and 66.5% on average, against 78.3%,
-57.1% and 66.7% when the warm-started backbone was trained end to end for one epoch (about 50 s
-per method). The two ablations inherit this recipe, so all three differ only in classifier and
-loss.
-Each incremental session (100 neck steps on cached features, CIFAR's inverse-frequency
-reweighting, glyphs100 being CIFAR-shaped) takes a second or two.
+batch 128, on the backbone's cached features of the base training set (NOTES.md compares this with
+training the backbone too). The two ablations inherit this recipe, so all three differ only in
+classifier and loss. Each incremental session runs 100 neck steps on cached features, with CIFAR's
+inverse-frequency reweighting (glyphs100 being CIFAR-shaped).
 """
 
 from __future__ import annotations
 
-from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD
-from fscil_bench.etf_learner import FixedETFLearner, NeckLearnerHparams, NeckRecipe
-from fscil_bench.losses import dot_regression_loss
-from fscil_bench.training import SGDRecipe
-
+from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD
+from fscil_bench.toolkit.losses import dot_regression_loss
+from fscil_bench.toolkit.neck_learner import FixedETFLearner, NeckLearnerHparams
+from fscil_bench.toolkit.training import SGDRecipe, StepRecipe
 
 #: NC-FSCIL's hyperparameters: see :class:`fscil_bench.etf_learner.NeckLearnerHparams`.
 ETFHparams = NeckLearnerHparams
@@ -49,7 +45,7 @@ _QUICK = ETFHparams(
     base=SGDRecipe(epochs=3, lr=0.2, batch_size=128, warmup_epochs=0.3),
     warm_start=QUICK_BASE_SGD,
     train_backbone=False,
-    session=NeckRecipe(steps=100, lr=0.25, batch_size=64),
+    session=StepRecipe(steps=100, lr=0.25, batch_size=64),
     feature_dim=512,
     session_reweight=True,
     augmented_views=4,
@@ -57,23 +53,25 @@ _QUICK = ETFHparams(
 _CIFAR = ETFHparams(
     backbone="resnet12",
     base=SGDRecipe(epochs=200, lr=0.25, batch_size=512, warmup_epochs=5, schedule="cosine"),
-    session=NeckRecipe(steps=100, lr=0.25, batch_size=64),
+    session=StepRecipe(steps=100, lr=0.25, batch_size=64),
     session_reweight=True,
 )
 _MINI = ETFHparams(
     backbone="resnet12",
     base=SGDRecipe(epochs=500, lr=0.25, batch_size=512, warmup_epochs=5, schedule="step", milestones=(300, 400), gamma=0.1),
-    session=NeckRecipe(steps=150, lr=0.025, batch_size=64),
+    session=StepRecipe(steps=150, lr=0.025, batch_size=64),
 )
 _CUB = ETFHparams(
     backbone="resnet18",
     base=SGDRecipe(epochs=80, lr=0.025, batch_size=512, warmup_epochs=5, schedule="cosine"),
-    session=NeckRecipe(steps=120, lr=0.05, batch_size=64),
+    session=StepRecipe(steps=120, lr=0.05, batch_size=64),
     pretrained_path=None,
 )
 
 PRESETS = {
     "quick": {"glyphs100": _QUICK, "default": _QUICK},
+    "smoke": ETFHparams(backbone=QUICK_BACKBONE, base=SGDRecipe(epochs=2, lr=0.05, batch_size=16, warmup_epochs=0.5),
+                        session=StepRecipe(steps=4, lr=0.1, batch_size=8), feature_dim=16, augmented_views=1),
     "paper": {"cifar100": _CIFAR, "mini_imagenet": _MINI, "cub200": _CUB, "default": _CIFAR},
 }
 

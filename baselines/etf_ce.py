@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fscil_bench.etf_learner import FixedETFLearner, NeckLearnerHparams, derive_presets
+from fscil_bench.baselines.etf import PRESETS
 
-from .etf import PRESETS
+from fscil_bench.toolkit.neck_learner import FixedETFLearner, NeckLearnerHparams
+from fscil_bench.toolkit.presets import derive_presets
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ on the same inputs as ``etf``.
 
 from __future__ import annotations
 
-from fscil_bench.etf_learner import LinearClassifier, NeckLearner, derive_presets
+from fscil_bench.baselines.etf import PRESETS
+from fscil_bench.baselines.etf_ce import ETFCEHparams
 
-from .etf import PRESETS
-from .etf_ce import ETFCEHparams
+from fscil_bench.toolkit.heads import LinearClassifier
+from fscil_bench.toolkit.neck_learner import NeckLearner
+from fscil_bench.toolkit.presets import derive_presets
 
 
 class ETFLinearCrossEntropy(NeckLearner):

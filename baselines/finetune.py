@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fscil_bench import Context, MethodBase, Session
-from fscil_bench.base_models import LinearHeadOutputs, QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
 from fscil_bench.models.inference import inference_network
-from fscil_bench.training import SGDRecipe, train_supervised
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    SMOKE_SESSION_SGD,
+    cross_entropy_base_model,
+)
+from fscil_bench.toolkit.heads import LinearHeadOutputs, grow_linear
+from fscil_bench.toolkit.training import SGDRecipe, train_supervised
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class FineTune(LinearHeadOutputs, MethodBase):
     paper = "Tao et al., Few-Shot Class-Incremental Learning, CVPR 2020 (Ft-CNN baseline)"
     presets = {
         "quick": FineTuneHparams(),
+        "smoke": FineTuneHparams(base=SMOKE_BASE_SGD, session=SMOKE_SESSION_SGD),
         "paper": {
             "default": FineTuneHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0)),
         },
@@ -45,12 +52,7 @@ class FineTune(LinearHeadOutputs, MethodBase):
 
     def fit_session(self, session: Session, ctx: Context) -> None:
         hp: FineTuneHparams = ctx.hparams
-        old = self.model.head
-        head = nn.Linear(old.in_features, session.num_seen).to(ctx.device)
-        with torch.no_grad():
-            head.weight[: old.out_features] = old.weight
-            head.bias[: old.out_features] = old.bias
-        self.model.head = head
+        self.model.head = grow_linear(self.model.head, session.num_seen)
         train_supervised(self.model, session.train, F.cross_entropy, hp.session, ctx, desc=f"session {session.index}")
 
     @torch.no_grad()

@@ -32,7 +32,6 @@ paper's CIFAR-100 schedule: 70 epochs, lr 2.0 divided by 5 at epochs 49 and 63, 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -40,19 +39,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.base_models import (
+from fscil_bench.data.arrays import LabelledImages
+from fscil_bench.models import build_backbone
+from fscil_bench.models.inference import inference_network
+from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
     QUICK_BASE_SGD,
-    BackboneWithHead,
+    SMOKE_BASE_SGD,
+    SMOKE_SESSION_SGD,
     cached_model,
     cross_entropy_base_model,
 )
-from fscil_bench.data.arrays import LabelledImages
-from fscil_bench.exemplars import ImageBank, labelled_images
-from fscil_bench.feature_cache import base_feature_pool
-from fscil_bench.models import build_backbone
-from fscil_bench.models.inference import inference_network
-from fscil_bench.training import SGDRecipe, extract_features, train_supervised
+from fscil_bench.toolkit.exemplars import ImageBank, labelled_images
+from fscil_bench.toolkit.features import base_feature_pool, extract_features
+from fscil_bench.toolkit.heads import BackboneWithHead, grow_linear
+from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
 
 def herding_selection(features: torch.Tensor, m: int, normalize: bool = True) -> torch.Tensor:
@@ -99,6 +100,7 @@ class ICaRL(MethodBase):
     paper = "Rebuffi et al., iCaRL: Incremental Classifier and Representation Learning, CVPR 2017"
     presets = {
         "quick": ICaRLHparams(),
+        "smoke": ICaRLHparams(base=SMOKE_BASE_SGD, memory_per_class=5, herding_pool=8, session=SMOKE_SESSION_SGD),
         "paper": {
             "default": ICaRLHparams(backbone="resnet18", base=_PAPER_SGD, base_loss="bce", herding_pool=None,
                                     session=_PAPER_SGD, replay_samples=None, flip_means=True),
@@ -127,7 +129,7 @@ class ICaRL(MethodBase):
 
     @staticmethod
     def _bce_base_model(session: Session, ctx: Context, hp: ICaRLHparams) -> nn.Module:
-        recipe = {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": dataclasses.asdict(hp.base), "classes": session.num_seen}
+        recipe = {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": session.num_seen}
         generator = torch.Generator().manual_seed(ctx.stage_seed("icarl-base-data"))
 
         def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -146,7 +148,7 @@ class ICaRL(MethodBase):
         for p in teacher.parameters():
             p.requires_grad_(False)
         num_old = self.model.head.out_features
-        self._grow_head(session.num_seen, ctx)
+        self.model.head = grow_linear(self.model.head, session.num_seen)
 
         generator = torch.Generator().manual_seed(ctx.stage_seed("icarl-session", session.index))
         replay = torch.arange(len(self.bank))
@@ -177,14 +179,6 @@ class ICaRL(MethodBase):
         feats, labels = extract_features(self.model.backbone, session.train, ctx)
         self._herd(session.train, feats, labels, session.new_classes, hp.memory_per_class)
         self._update_means(ctx, hp)
-
-    @torch.no_grad()
-    def _grow_head(self, num_seen: int, ctx: Context) -> None:
-        old = self.model.head
-        head = nn.Linear(old.in_features, num_seen).to(ctx.device)
-        head.weight[: old.out_features] = old.weight
-        head.bias[: old.out_features] = old.bias
-        self.model.head = head
 
     # --- exemplars and class means ------------------------------------------------------------
 

@@ -14,9 +14,19 @@ from dataclasses import dataclass
 import torch
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
-from fscil_bench.feature_cache import FrozenFeatureMemo
-from fscil_bench.training import SGDRecipe, class_means, cosine_logits, extract_features
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    cross_entropy_base_model,
+)
+from fscil_bench.toolkit.features import (
+    FrozenFeatureMemo,
+    class_means,
+    extract_features,
+)
+from fscil_bench.toolkit.heads import cosine_logits
+from fscil_bench.toolkit.training import SGDRecipe
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class Prototype(MethodBase):
     paper = "Zhang et al., Few-Shot Incremental Learning with Continually Evolved Classifiers, CVPR 2021 (decoupled cosine)"
     presets = {
         "quick": PrototypeHparams(),
+        "smoke": PrototypeHparams(base=SMOKE_BASE_SGD),
         "paper": {"default": PrototypeHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0))},
     }
 

@@ -77,7 +77,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     from fscil_bench.benchmarks import LoadOptions, get_benchmark
-    from fscil_bench.cli import default_cache_dir
+    from fscil_bench.defaults import default_cache_dir
 
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     main(get_benchmark(args.benchmark).load(LoadOptions(cache_dir=cache)), epochs=args.epochs, base_epochs=args.base_epochs)

@@ -6,6 +6,13 @@ protocol and its convenient base :class:`MethodBase`, and :class:`MemoryDeclarat
 
 __version__ = "0.1.0"
 
-from .protocol import BenchmarkInfo, Context, MemoryDeclaration, Method, MethodBase, Session
+from fscil_bench.protocol import (
+    BenchmarkInfo,
+    Context,
+    MemoryDeclaration,
+    Method,
+    MethodBase,
+    Session,
+)
 
 __all__ = ["BenchmarkInfo", "Context", "MemoryDeclaration", "Method", "MethodBase", "Session", "__version__"]

@@ -37,10 +37,6 @@ from torch import nn
 
 T = TypeVar("T")
 
-#: Set by ``fscil-bench run --sync-batchnorm``: convert BatchNorm layers to SyncBatchNorm
-#: when training with more than one process.
-SYNC_BATCHNORM = False
-
 
 def launched_by_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` (or another env:// launcher) with more than one rank."""
@@ -191,17 +187,16 @@ class _Forward(nn.Module):
 
 
 def wrap_model(model: nn.Module, forward: Callable[[torch.Tensor], Any] | None, device: torch.device,
-               sync_batchnorm: bool | None = None) -> Callable[[torch.Tensor], Any]:
+               sync_batchnorm: bool = False) -> Callable[[torch.Tensor], Any]:
     """``model`` (called through ``forward`` when given) wrapped in ``DistributedDataParallel``.
 
-    With ``sync_batchnorm`` (default: :data:`SYNC_BATCHNORM`), BatchNorm layers are converted in
+    With ``sync_batchnorm`` (``fscil-bench run --sync-batchnorm``), BatchNorm layers are converted in
     place to ``SyncBatchNorm`` first, so batch statistics are those of the global batch;
     ``SyncBatchNorm`` needs a GPU. DDP is told the graph is static (the same parameters take part
     in every step): a custom ``forward`` may leave some of ``model``'s parameters unused, and a
     static graph handles that without searching the autograd graph at every step.
     """
-    use_sync = SYNC_BATCHNORM if sync_batchnorm is None else sync_batchnorm
-    if use_sync:
+    if sync_batchnorm:
         if device.type == "cpu":
             raise RuntimeError("SyncBatchNorm needs a GPU; train without --sync-batchnorm on the CPU")
         for name, child in list(model.named_children()):

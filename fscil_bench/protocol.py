@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
 
-from .data.arrays import LabelledImages
+from fscil_bench.cache import stable_hash
+from fscil_bench.data.arrays import LabelledImages
 
 T = TypeVar("T")
 
@@ -77,6 +79,18 @@ class Progress(Protocol):
     def __call__(self, iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterator[T]: ...
 
 
+def no_progress(iterable: Iterable[T], desc: str = "", total: int | None = None) -> Iterator[T]:
+    """A :class:`Progress` sink that shows nothing."""
+    return iter(iterable)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's and numpy's global random state with ``seed``; return a CPU generator seeded with it."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
 @dataclass
 class Context:
     """Everything a method may use besides the session data.
@@ -90,6 +104,9 @@ class Context:
         cache_dir: a folder for caches shared between runs (base models, features).
         progress: wraps long loops in a progress bar.
         log: prints a message without breaking progress bars.
+        bf16: train under bfloat16 autocast (the run's opt-in; float32 otherwise).
+        sync_batchnorm: in data-parallel training, normalise BatchNorm over the global batch.
+        extra: notes a method adds to its run's record (cache use, precision, initialisation).
     """
 
     device: torch.device
@@ -101,12 +118,43 @@ class Context:
     cache_dir: Path
     progress: Progress
     log: Callable[[str], None]
+    bf16: bool = False
+    sync_batchnorm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        benchmark: BenchmarkInfo,
+        hparams: Any,
+        seed: int,
+        *,
+        device: torch.device | str = "cpu",
+        cache_dir: Path = Path(".cache"),
+        progress: Progress | None = None,
+        log: Callable[[str], None] | None = None,
+        bf16: bool = False,
+        sync_batchnorm: bool = False,
+    ) -> Context:
+        """The context of one run: global random state seeded with ``seed`` (torch and numpy, so
+        code that draws from them is reproducible too) and ``generator`` a fresh CPU generator
+        seeded with it."""
+        return cls(
+            device=torch.device(device),
+            seed=seed,
+            generator=seed_everything(seed),
+            num_classes_total=benchmark.num_classes,
+            hparams=hparams,
+            benchmark=benchmark,
+            cache_dir=Path(cache_dir),
+            progress=progress or no_progress,
+            log=log or print,
+            bf16=bf16,
+            sync_batchnorm=sync_batchnorm,
+        )
 
     def stage_seed(self, *tags: Any) -> int:
         """A seed derived from the run's seed and ``tags``, stable across processes."""
-        from .data.cache import stable_hash
-
         return int(stable_hash([self.seed, *tags], length=8), 16)
 
 
@@ -181,10 +229,6 @@ class MethodBase:
     extra_data: ClassVar[str | None] = None
     oracle: ClassVar[bool] = False
     paper: ClassVar[str] = ""
-
-    @classmethod
-    def preset_names(cls) -> list[str]:
-        return list(cls.presets)
 
     @classmethod
     def resolve_preset(cls, preset: str, family: str) -> Any:

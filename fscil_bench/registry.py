@@ -1,121 +1,122 @@
-"""Method discovery: the ``fscil_bench.methods`` entry-point group and ``--plugin FILE.py``.
+"""One generic registry: names mapped to entries that are resolved on first use.
 
-Built-in methods register through the same entry-point group a third-party package uses, so a
-method installed with ``pip`` appears in ``fscil-bench list`` like any other. A plugin file is
-imported from its path; every class defined in it that implements the :class:`Method`
-protocol is registered under its ``name``.
+Every named thing a user picks on the command line (a benchmark, a method, a backbone, a
+dataset family, a metric) lives in a :class:`Registry`. An entry is either the object itself or
+a lazy reference ``"package.module:attribute"``, imported only when the name is looked up, so
+listing names costs no import. An unknown name raises :class:`UnknownName` with the closest
+known names ("did you mean ...?").
+
+Registries import their providers: the module that owns a registry lists its entries, and no
+provider registers itself as a side effect of being imported.
+
+Example::
+
+    >>> from fscil_bench.registry import Registry
+    >>> colours = Registry("colour")
+    >>> colours.add("red", (255, 0, 0))
+    >>> colours.add("pi", "math:pi")          # imported on first lookup
+    >>> colours.get("pi") > 3
+    True
+    >>> colours.get("rde")
+    Traceback (most recent call last):
+    ...
+    fscil_bench.registry.UnknownName: unknown colour 'rde' (did you mean 'red'?); available: pi, red
+    >>> colours.names()
+    ['red', 'pi']
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import sys
-import traceback
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from pathlib import Path
+import difflib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from .protocol import Method
-
-ENTRY_POINT_GROUP = "fscil_bench.methods"
+T = TypeVar("T")
 
 
-class PluginError(RuntimeError):
-    """A method or plugin that cannot be loaded."""
+class UnknownName(KeyError):
+    """A name that is not in a registry; the message suggests the closest names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class RegistryError(RuntimeError):
+    """A registry entry that cannot be added or resolved (a name clash, a broken reference)."""
 
 
 @dataclass
-class MethodRegistry:
-    """Method classes by name, plus the load errors met while discovering them."""
+class _Entry:
+    value: Any
+    source: str
+    resolved: bool
 
-    methods: dict[str, type] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, choices, n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def resolve_reference(reference: str) -> Any:
+    """The object named by ``"package.module:attribute"`` (imported now)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise RegistryError(f"a lazy registry entry is 'module:attribute', not {reference!r}")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        raise RegistryError(f"{module_name} has no attribute {attribute!r} (registry entry {reference!r})") from exc
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (``kind`` is used in messages: "unknown method 'x'")."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, _Entry] = {}
+
+    def add(self, name: str, entry: T | str, source: str = "", *, replace: bool = False) -> None:
+        """Register ``entry`` (an object, or a lazy ``"module:attribute"`` string) under ``name``.
+
+        A second entry under a taken name is an error unless ``replace``.
+        """
+        if not name:
+            raise RegistryError(f"a {self.kind} needs a non-empty name ({source or entry!r})")
+        old = self._entries.get(name)
+        if old is not None and not replace and not (old.resolved and old.value is entry):
+            raise RegistryError(f"{self.kind} name {name!r} is already taken by {old.source or old.value!r}")
+        lazy = isinstance(entry, str) and ":" in entry
+        self._entries[name] = _Entry(entry, source or (entry if lazy else ""), resolved=not lazy)
+
+    def get(self, name: str) -> T:
+        """The entry under ``name``, imported now if it was lazy."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownName(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                              f"available: {', '.join(sorted(self._entries)) or 'none'}")
+        if not entry.resolved:
+            entry.value, entry.resolved = resolve_reference(entry.value), True
+        return entry.value
+
+    def source(self, name: str) -> str:
+        """Where the entry of ``name`` comes from (a module reference, a file, an entry point)."""
+        return self._entries[name].source
 
     def names(self) -> list[str]:
-        return sorted(self.methods)
+        """The registered names, in the order they were added."""
+        return list(self._entries)
 
-    def get(self, name: str) -> type:
-        if name not in self.methods:
-            hint = f" (it failed to load: {self.errors[name]})" if name in self.errors else ""
-            raise PluginError(f"unknown method {name!r}{hint}; available: {', '.join(self.names()) or 'none'}")
-        return self.methods[name]
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
-    def add(self, cls: type, source: str) -> None:
-        name = getattr(cls, "name", "")
-        if not name:
-            raise PluginError(f"{source}: method class {cls.__name__} has no 'name'")
-        if name in self.methods and self.methods[name] is not cls:
-            raise PluginError(f"{source}: method name {name!r} is already taken by {self.sources[name]}")
-        self.methods[name] = cls
-        self.sources[name] = source
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
 
-
-def is_method_class(obj: object) -> bool:
-    return (
-        inspect.isclass(obj)
-        and bool(getattr(obj, "name", ""))
-        and all(callable(getattr(obj, attr, None)) for attr in ("fit_base", "fit_session", "predict"))
-    )
-
-
-def load_entry_points(registry: MethodRegistry) -> None:
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken third-party method must not stop the others
-            registry.errors[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if not is_method_class(cls):
-            registry.errors[ep.name] = f"entry point {ep.value} is not a Method class"
-            continue
-        registry.add(cls, f"entry point {ep.value}")
-
-
-def load_plugin_file(path: str | Path, registry: MethodRegistry) -> list[str]:
-    """Import ``path`` and register the method classes it defines; return their names.
-
-    Raises :class:`PluginError` with the file's own error when it fails to import.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PluginError(f"plugin file {path} does not exist")
-    module_name = f"fscil_bench_plugin_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise PluginError(f"plugin file {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        raise PluginError(
-            f"plugin file {path} failed to import: {type(exc).__name__}: {exc} (line {last.lineno})"
-        ) from exc
-    found = [obj for obj in vars(module).values() if is_method_class(obj) and obj.__module__ == module_name]
-    if not found:
-        raise PluginError(f"plugin file {path} defines no method class (a class with name, fit_base, fit_session, predict)")
-    for cls in found:
-        registry.add(cls, f"plugin {path}")
-    return [cls.name for cls in found]
-
-
-def discover(plugin_files: list[str | Path] = ()) -> MethodRegistry:
-    """All installed methods plus those of ``plugin_files``; plugin failures land in ``errors``."""
-    registry = MethodRegistry()
-    load_entry_points(registry)
-    for path in plugin_files:
-        try:
-            load_plugin_file(path, registry)
-        except PluginError as exc:
-            registry.errors[str(path)] = str(exc)
-    return registry
-
-
-def check_method(obj: object) -> None:
-    """Raise ``TypeError`` unless ``obj`` implements the :class:`Method` protocol."""
-    if not isinstance(obj, Method):
-        raise TypeError(f"{type(obj).__name__} does not implement fit_base, fit_session and predict")
+    def __len__(self) -> int:
+        return len(self._entries)

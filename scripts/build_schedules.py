@@ -11,8 +11,9 @@ Turn a folder of lists of your own (same format) into a schedule file::
 
 Every list is checked against ``SHA256SUMS`` (in the list folder or its parent, or ``--sums``)
 before it is read; pass ``--no-checksums`` for lists that have none. See
-``fscil_bench/index_lists.py`` for what each format means and what is checked, and
-``fscil_bench/schedule_files.py`` for the file format.
+each dataset family's ``import_lists`` (``fscil_bench/data/<family>.py``) for what its format means,
+``fscil_bench/schedules/lists.py`` for what is checked, and ``fscil_bench/schedules/files.py`` for
+the file format.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from fscil_bench.index_lists import FORMATS, IndexListError, build_schedule
-from fscil_bench.schedule_files import ScheduleFileError, write_schedule_file
+from fscil_bench.data.families import FAMILIES, build_schedule
+from fscil_bench.schedules.files import ScheduleFileError, write_schedule_file
+from fscil_bench.schedules.lists import IndexListError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--lists", type=Path, metavar="DIR", help="a folder of session_N.txt lists")
     what.add_argument("--standard", type=Path, metavar="INDEX_LIST_ROOT",
                       help="rebuild every shipped schedule from the standard index_list folder")
-    parser.add_argument("--format", choices=FORMATS, help="how the lists name samples (with --lists)")
+    parser.add_argument("--format", choices=FAMILIES.names(), help="how the lists name samples (with --lists)")
     parser.add_argument("--out", type=Path, help="schedule file to write, .json or .json.gz (with --lists)")
     parser.add_argument("--name", help="schedule name (default: the format)")
     parser.add_argument("--sums", type=Path, help="SHA256SUMS file (default: in the list folder or its parent)")

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fscil_bench.benchmarks import Benchmark
+from fscil_bench.benchmarks.benchmark import Benchmark
 from fscil_bench.data.arrays import ImageArray
 from fscil_bench.data.transforms import CropFlip, Evaluate, Normalization
-from fscil_bench.runner import RunOptions
-from fscil_bench.schedule import Schedule
+from fscil_bench.run.runner import RunOptions
+from fscil_bench.schedules.schedule import Schedule
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

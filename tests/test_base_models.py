@@ -3,18 +3,16 @@ import threading
 import torch
 from torch import nn
 
-from fscil_bench.base_models import cached_model, cross_entropy_base_model
-from fscil_bench.protocol import Context
-from fscil_bench.runner import make_session
-from fscil_bench.training import SGDRecipe
+from fscil_bench.protocol import BenchmarkInfo, Context
+from fscil_bench.run.runner import make_session
+from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.training import SGDRecipe
 
 RECIPE = SGDRecipe(epochs=2, lr=0.05, batch_size=16)
 
 
 def make_ctx(bench, tmp_path, logs):
-    return Context(device=torch.device("cpu"), seed=0, generator=torch.Generator().manual_seed(0),
-                   num_classes_total=bench.schedule.num_classes, hparams=None, benchmark=bench.info(),
-                   cache_dir=tmp_path, progress=lambda it, desc="", total=None: iter(it), log=logs.append)
+    return Context.create(bench.info(), None, 0, cache_dir=tmp_path, log=logs.append)
 
 
 def test_a_shared_recipe_trains_once_and_loads_after(synthetic_benchmark, tmp_path):
@@ -86,15 +84,13 @@ def test_a_base_model_being_trained_elsewhere_is_waited_for_then_loaded(syntheti
 
 
 def test_training_on_features_follows_the_recipe_and_fits_a_separable_toy(tmp_path):
-    from fscil_bench.runner import no_progress, seed_everything
-    from fscil_bench.training import train_on_features
+    from fscil_bench.toolkit.training import train_on_features
 
     torch.manual_seed(0)
     labels = torch.arange(4).repeat_interleave(25)
     features = torch.randn(100, 8) * 0.3 + torch.eye(4, 8)[labels] * 3  # four separable clusters
     layer = torch.nn.Linear(8, 4)
-    ctx = Context(device=torch.device("cpu"), seed=0, generator=seed_everything(0), num_classes_total=4,
-                  hparams=None, benchmark={}, cache_dir=tmp_path, progress=no_progress, log=lambda m: None)
+    ctx = Context.create(BenchmarkInfo("toy", 1, "toy", 4, 1, 4, 1), None, 0, cache_dir=tmp_path, log=lambda m: None)
     batch_sizes = []
 
     def loss(f, y):

@@ -7,38 +7,29 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_synthetic_benchmark
-from fscil_bench.baselines.avalanche_methods import AvalancheEWC, AvalancheLwF, AvalancheNaive, AvalancheReplay
+from fscil_bench.baselines.avalanche_methods import (
+    AvalancheEWC,
+    AvalancheLwF,
+    AvalancheNaive,
+    AvalancheReplay,
+)
 from fscil_bench.baselines.cec_episodic import CECEpisodic
 from fscil_bench.baselines.icarl import ICaRL, herding_selection
 from fscil_bench.baselines.joint import Joint
-from fscil_bench.registry import discover
-from fscil_bench.runner import RunOptions, run_method
-from fscil_bench.store import RunKey
-from fscil_bench.suite import build_record
-from fscil_bench.training import SGDRecipe
 
-#: Small enough to train in seconds on the 16 px synthetic benchmark.
-TINY_BASE = SGDRecipe(epochs=3, lr=0.05, batch_size=16)
-TINY_SESSION = SGDRecipe(epochs=1, lr=0.01, batch_size=8, schedule="constant")
-SMALL = dict(backbone="convnet4-small", base=TINY_BASE)
+from fscil_bench.results.store import RunKey
+from fscil_bench.run.grid import build_record
+from fscil_bench.run.methods import discover
+from fscil_bench.run.runner import RunOptions, run_method
 
-TINY = {
-    Joint: dict(SMALL, session=TINY_SESSION, samples_per_epoch=24),
-    ICaRL: dict(SMALL, memory_per_class=5, herding_pool=8, session=TINY_SESSION),
-    CECEpisodic: dict(SMALL, feature_samples_per_class=None, episodes=15),
-    AvalancheNaive: dict(SMALL, base_samples_per_class=4, epochs=2, batch_size=8),
-    AvalancheLwF: dict(SMALL, base_samples_per_class=4, epochs=2, batch_size=8),
-    AvalancheEWC: dict(SMALL, base_samples_per_class=4, epochs=2, batch_size=8),
-    AvalancheReplay: dict(SMALL, base_samples_per_class=4, epochs=2, batch_size=8, mem_size=20),
-}
+#: The methods tested here (each with its ``smoke`` preset, seconds on the 16 px synthetic benchmark).
+METHODS = [Joint, ICaRL, CECEpisodic, AvalancheNaive, AvalancheLwF, AvalancheEWC, AvalancheReplay]
 
 
 def tiny(method_cls: type, **overrides) -> type:
-    """``method_cls`` with a ``tiny`` preset: its ``quick`` settings with ``TINY`` (and ``overrides``) applied."""
-    quick = method_cls.resolve_preset("quick", "synthetic")
-    hp = dataclasses.replace(quick, **{**TINY[method_cls], **overrides})
+    """``method_cls`` with a ``tiny`` preset: its ``smoke`` settings with ``overrides`` applied."""
+    hp = dataclasses.replace(method_cls.resolve_preset("smoke", "synthetic"), **overrides)
     return type(f"Tiny{method_cls.__name__}", (method_cls,), {"presets": {**method_cls.presets, "tiny": hp}})
 
 
@@ -69,7 +60,7 @@ def tiny_runs(shared_options) -> dict:
 # --- every method, through the runner -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method_cls", list(TINY), ids=lambda c: c.name)
+@pytest.mark.parametrize("method_cls", METHODS, ids=lambda c: c.name)
 def test_each_baseline_completes_a_tiny_schedule(method_cls, tiny_runs):
     synthetic_benchmark = tiny_runs["bench"]
     result = tiny_runs["get"](method_cls)
@@ -81,7 +72,7 @@ def test_each_baseline_completes_a_tiny_schedule(method_cls, tiny_runs):
 
 def test_new_baselines_are_registered_with_quick_and_paper_presets():
     registry = discover()
-    for cls in TINY:
+    for cls in METHODS:
         assert registry.get(cls.name) is cls
         assert {"quick", "paper"} <= set(cls.presets)
         assert cls.paper
@@ -91,9 +82,9 @@ def test_new_baselines_are_registered_with_quick_and_paper_presets():
 
 
 def test_quick_presets_share_the_cached_cross_entropy_base_model():
-    from fscil_bench.base_models import QUICK_BACKBONE, QUICK_BASE_SGD
+    from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD
 
-    for cls in TINY:
+    for cls in METHODS:
         hp = cls.resolve_preset("quick", "glyphs100")
         assert (hp.backbone, hp.base) == (QUICK_BACKBONE, QUICK_BASE_SGD), cls.name
     assert ICaRL.resolve_preset("quick", "glyphs100").base_loss == "cross-entropy"
@@ -171,7 +162,7 @@ def test_herding_first_pick_is_closest_to_the_mean_in_high_dimension():
 def test_icarl_declares_min_budget_available_exemplars_per_seen_class(budget, tiny_runs, shared_options):
     # 12 training images per base class, 3 shots per novel class: 2 is below both, 5 between, 20 above both.
     bench = tiny_runs["bench"]
-    if budget == TINY[ICaRL]["memory_per_class"]:
+    if budget == ICaRL.resolve_preset("smoke", "synthetic").memory_per_class:
         result = tiny_runs["get"](ICaRL)
     else:
         result = run_tiny(ICaRL, bench, shared_options, memory_per_class=budget)
@@ -200,7 +191,7 @@ def test_cec_episodic_starts_as_the_prototype_classifier_and_meta_trains(tiny_ru
     w = torch.randn(5, 8)
     assert torch.allclose(adapter(w), torch.nn.functional.normalize(w, dim=1))  # identity before training
     info = tiny_runs["get"](CECEpisodic).extra["cec_episodic"]
-    assert info["episodes"] == 15 and info["first_loss"] is not None
+    assert info["episodes"] == CECEpisodic.resolve_preset("smoke", "synthetic").episodes and info["first_loss"] is not None
 
 
 def test_episode_sampler_draws_reproducible_disjoint_n_way_tasks():

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fscil_bench import distributed
-from fscil_bench.base_models import cross_entropy_base_model
 from fscil_bench.cli import main
 from fscil_bench.data.arrays import ImageArray, LabelledImages
 from fscil_bench.data.transforms import CropFlip, Evaluate, Normalization
 from fscil_bench.protocol import BenchmarkInfo, Context, Session
-from fscil_bench.training import SGDRecipe, train_supervised
+from fscil_bench.toolkit.base_models import cross_entropy_base_model
+from fscil_bench.toolkit.training import SGDRecipe, train_supervised
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 # 30 samples in global batches of 7 (the last 2 dropped): 4 steps per epoch, split 4 + 3 over 2 ranks.
@@ -52,9 +52,7 @@ def tiny_model(seed: int = 0) -> nn.Module:
 
 def tiny_ctx(cache_dir: Path, seed: int = 0) -> Context:
     info = BenchmarkInfo(name="tiny", version=1, family="tiny", num_classes=3, num_sessions=1, num_base_classes=3, image_size=16)
-    return Context(device=torch.device("cpu"), seed=seed, generator=torch.Generator().manual_seed(seed), num_classes_total=3,
-                   hparams=None, benchmark=info, cache_dir=cache_dir, progress=lambda it, desc="", total=None: iter(it),
-                   log=lambda msg: None)
+    return Context.create(info, None, seed, cache_dir=cache_dir, log=lambda msg: None)
 
 
 def train_both(cache_dir: Path) -> dict[str, object]:
@@ -125,7 +123,7 @@ def test_the_base_model_cache_is_written_once_by_rank_0(two_ranks):
     assert rank0["base_note"]["cache_hit"] is False and rank1["base_note"]["cache_hit"] is False
     files = sorted(p.name for p in (folder / "cache" / "base_models").iterdir())
     key = rank0["base_note"]["key"]
-    assert files == [f"{key}.lock", f"{key}.pt", f"{key}.sha256"]  # the lock: rank 0's, while it trained
+    assert files == [f"{key}.lock", f"{key}.pt", f"{key}.pt.sha256"]  # the lock: rank 0's, while it trained
 
 
 def test_batch_slices_partition_the_global_batch():

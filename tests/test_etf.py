@@ -7,18 +7,18 @@ from importlib.resources import files
 
 import pytest
 import torch
-
 from fscil_bench.baselines.etf import ETF, PRESETS
 from fscil_bench.baselines.etf_ce import ETFCrossEntropy
 from fscil_bench.baselines.etf_linear_ce import ETFLinearCrossEntropy
-from fscil_bench.etf_learner import NeckRecipe, load_pretrained_backbone
-from fscil_bench.losses import dot_regression_loss, inverse_frequency_weights
+
 from fscil_bench.models import build_backbone
 from fscil_bench.models.etf import FixedETFClassifier, simplex_etf
 from fscil_bench.models.neck import ProjectionNeck
-from fscil_bench.registry import discover
-from fscil_bench.runner import make_session, run_method
-from fscil_bench.training import SGDRecipe, lr_at
+from fscil_bench.run.methods import discover
+from fscil_bench.run.runner import make_session, run_method
+from fscil_bench.toolkit.losses import dot_regression_loss, inverse_frequency_weights
+from fscil_bench.toolkit.neck_learner import load_pretrained_backbone
+from fscil_bench.toolkit.training import SGDRecipe, StepRecipe
 
 # --- the simplex ETF -------------------------------------------------------------------------
 
@@ -125,9 +125,9 @@ def test_neck_output_is_unit_norm_512d():
 
 def test_step_schedule_decays_at_its_milestones():
     recipe = SGDRecipe(epochs=10, lr=1.0, schedule="step", milestones=(5, 8), gamma=0.1)
-    total = 100  # 10 steps per epoch
-    assert [lr_at(s, total, 0, recipe) for s in (0, 49, 50, 79, 80, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-    assert lr_at(0, total, 10, recipe) == pytest.approx(0.1)  # warm-up first
+    per_epoch = 10
+    assert [recipe.lr_at(s, per_epoch) for s in (0, 49, 50, 79, 80, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert replace(recipe, warmup_epochs=1).lr_at(0, per_epoch) == pytest.approx(0.1)  # warm-up first
 
 
 def test_pretrained_torchvision_weights_load_into_the_resnet18_backbone(tmp_path):
@@ -149,7 +149,7 @@ TINY = replace(
     PRESETS["quick"]["default"],
     backbone="convnet4-small",
     base=SGDRecipe(epochs=2, lr=0.05, batch_size=16, warmup_epochs=0.5),
-    session=NeckRecipe(steps=4, lr=0.1, batch_size=8),
+    session=StepRecipe(steps=4, lr=0.1, batch_size=8),
     feature_dim=16,
     augmented_views=1,
     warm_start=None,  # from scratch here; the warm start has its own test
@@ -211,7 +211,7 @@ def test_a_rerun_loads_the_cached_base_model_and_repeats_the_run(synthetic_bench
 
 
 def test_a_warm_start_begins_from_the_shared_cross_entropy_base_model(synthetic_benchmark, run_options):
-    from fscil_bench.base_models import cross_entropy_base_model
+    from fscil_bench.toolkit.base_models import cross_entropy_base_model
 
     warm = SGDRecipe(epochs=1, lr=0.05, batch_size=16)
     cls = tiny(ETF)
@@ -240,9 +240,9 @@ def test_a_warm_start_begins_from_the_shared_cross_entropy_base_model(synthetic_
 
 def test_a_frozen_warm_backbone_trains_only_the_neck_on_shared_cached_features(synthetic_benchmark, run_options,
                                                                                monkeypatch):
-    import fscil_bench.etf_learner as learner
-    from fscil_bench.base_models import cross_entropy_base_model
-    from fscil_bench.training import class_means, extract_features
+    import fscil_bench.toolkit.neck_learner as learner
+    from fscil_bench.toolkit.base_models import cross_entropy_base_model
+    from fscil_bench.toolkit.features import class_means, extract_features
 
     trained = []
 
@@ -312,7 +312,7 @@ def test_methods_are_registered_with_quick_and_paper_presets():
 
 
 def test_reported_results_ship_with_the_package():
-    entries = json.loads(files("fscil_bench").joinpath("reported_results.json").read_text())
+    entries = json.loads(files("fscil_bench.reporting").joinpath("reported_results.json").read_text())
     etf = {e["benchmark"]: e for e in entries if e["method"] == "etf"}
     assert set(etf) == {"cifar100", "mini_imagenet", "cub200"}
     assert len(etf["cifar100"]["accuracy"]) == len(etf["mini_imagenet"]["accuracy"]) == 9

@@ -19,8 +19,8 @@ submitit = pytest.importorskip("submitit")
 
 from fscil_bench.benchmarks import LoadOptions, get_benchmark  # noqa: E402
 from fscil_bench.cli import main  # noqa: E402
-from fscil_bench.executors import GridJob, key_lock, run_job  # noqa: E402
-from fscil_bench.store import SCHEMA_VERSION, ResultsStore, RunKey  # noqa: E402
+from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey  # noqa: E402
+from fscil_bench.run.executors import GridJob, key_lock, run_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = str(ROOT / "examples" / "nearest_mean_pixels.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fscil_bench.feature_cache import FrozenFeatureMemo
+from fscil_bench.toolkit.features import FrozenFeatureMemo
 
 
 class CountingNetwork(nn.Module):

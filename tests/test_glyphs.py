@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fscil_bench.data import glyphs
+from fscil_bench.data import glyph_classes as classes_module
+from fscil_bench.data import glyph_render, glyphs
 from fscil_bench.data.arrays import ImageArray
-from fscil_bench.data.glyphs import (
-    GLYPHS_VERSION,
+from fscil_bench.data.glyph_classes import (
     available_fonts,
-    generate_glyphs,
     glyph_class_names,
     glyph_classes,
-    load_glyphs,
 )
+from fscil_bench.data.glyphs import GLYPHS_VERSION, generate_glyphs, load_glyphs
 
 # Groups of characters with the same shape in at least one of the fonts (up to scale, case or a
 # small rotation); the class list may hold at most one of each.
@@ -87,18 +86,18 @@ def test_fonts_exist_and_cover_every_class():
     for char in glyph_classes():
         covering = [name for name, cmap in cmaps.items() if ord(char) in cmap]
         assert len(covering) >= 4, (char, covering)
-        assert glyphs.fonts_for(char) == [p.name for p in fonts if p.name in covering]
+        assert classes_module.fonts_for(char) == [p.name for p in fonts if p.name in covering]
 
 
 def test_masks_are_centred_and_distinct_per_class():
     folder = available_fonts()[0].parent
     means = []
     for char in glyph_classes():
-        masks = np.stack([glyphs.render_mask(char, folder / name) for name in glyphs.fonts_for(char)])
+        masks = np.stack([classes_module.render_mask(char, folder / name) for name in classes_module.fonts_for(char)])
         assert masks.max() > 0.9
         ys, xs = np.nonzero(masks.mean(0) > 0.05)
-        assert abs((ys.min() + ys.max()) / 2 - glyphs.MASK_RES / 2) < 4
-        assert abs((xs.min() + xs.max()) / 2 - glyphs.MASK_RES / 2) < 4
+        assert abs((ys.min() + ys.max()) / 2 - classes_module.MASK_RES / 2) < 4
+        assert abs((xs.min() + xs.max()) / 2 - classes_module.MASK_RES / 2) < 4
         means.append(masks.mean(0).ravel())
     means = np.stack(means)
     dists = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))
@@ -126,7 +125,7 @@ def test_manifest(small):
         assert entry["codepoint"] == f"U+{ord(entry['char']):04X}"
         assert entry["name"] == glyph_class_names()[i]
         assert len(entry["fonts"]) >= 4
-    assert manifest["parameters"]["rotation_deg"] == glyphs.ROTATION_DEG
+    assert manifest["parameters"]["rotation_deg"] == glyph_render.ROTATION_DEG
 
 
 def test_images_are_not_blank(small):

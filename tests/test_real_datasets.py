@@ -10,17 +10,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data_fixtures import (
+    NearestMean,
+    cifar_lists,
+    class_image,
+    cub_lists,
+    mini_lists,
+    save_jpeg,
+    write_cifar,
+    write_cub,
+    write_mini,
+)
 
-from fscil_bench.benchmarks import BenchmarkError, LoadOptions, benchmark_names, get_benchmark
+from fscil_bench.benchmarks import (
+    BenchmarkError,
+    LoadOptions,
+    benchmark_names,
+    get_benchmark,
+)
+from fscil_bench.benchmarks.real import (
+    CIFAR100_NORM,
+    IMAGENET_NORM,
+    REAL_BENCHMARKS,
+    load_real_benchmark,
+)
 from fscil_bench.cli import main
 from fscil_bench.data import image_files
-from fscil_bench.index_lists import build_schedule
-from fscil_bench.real_benchmarks import CIFAR100_NORM, DATASETS, IMAGENET_NORM, load_real_benchmark
-from fscil_bench.runner import RunOptions, run_method
-from fscil_bench.schedule_files import write_schedule_file
-from real_data_fixtures import (NearestMean, cifar_lists, class_image, cub_lists, mini_lists, save_jpeg, write_cifar,
-                                write_cub, write_mini)
-
+from fscil_bench.data.families import build_schedule
+from fscil_bench.data.image_files import DatasetError
+from fscil_bench.run.runner import RunOptions, run_method
+from fscil_bench.schedules.files import write_schedule_file
 
 
 def options(tmp_path: Path, data_root: Path, logs: list | None = None) -> LoadOptions:
@@ -80,7 +99,7 @@ def test_cifar_fixture_runs_through_its_sessions(tmp_path, cifar):
     assert set(s.sessions[0].train_indices.tolist()) == set(np.flatnonzero(train_labels < 2).tolist())
     result = run(bench, tmp_path)
     assert [len(p) for p in result.predictions] == [8, 16, 24]
-    assert result.metrics["last_acc"] > 0.9
+    assert result.metrics["last"] > 0.9
 
 
 def test_mini_fixture_runs_and_a_second_load_decodes_nothing(tmp_path, mini, monkeypatch):
@@ -92,7 +111,7 @@ def test_mini_fixture_runs_and_a_second_load_decodes_nothing(tmp_path, mini, mon
     assert [s.shots for s in bench.schedule.sessions] == [None, 2, 2]
     x = bench.eval_transform(torch.from_numpy(np.ascontiguousarray(bench.test.images[:2])), None)
     assert x.shape == (2, 3, 84, 84)
-    assert run(bench, tmp_path).metrics["last_acc"] > 0.9
+    assert run(bench, tmp_path).metrics["last"] > 0.9
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded an image although the cache holds them")
@@ -113,7 +132,7 @@ def test_cub_fixture_runs_with_class_ids_from_folder_numbers(tmp_path, cub):
     assert [s.shots for s in bench.schedule.sessions] == [None, 2, 2]
     assert bench.train_transform(torch.from_numpy(bench.train.images[:2].copy()), torch.Generator()).shape == (2, 3, 224, 224)
     assert bench.eval_transform(torch.from_numpy(bench.test.images[:2].copy()), None).shape == (2, 3, 224, 224)
-    assert run(bench, tmp_path).metrics["last_acc"] > 0.9
+    assert run(bench, tmp_path).metrics["last"] > 0.9
 
 
 def test_a_corrupted_image_cache_is_detected_and_rebuilt(tmp_path, mini):
@@ -149,7 +168,7 @@ def test_a_pickle_of_the_wrong_shape_names_the_file(tmp_path, cifar):
     test = data / "cifar-100-python" / "test"
     with open(test, "wb") as f:
         pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"fine_labels": [0] * 4}, f)
-    with pytest.raises(BenchmarkError, match=r"file .*test: b'data' should be a uint8 array \(N, 3072\)"):
+    with pytest.raises(BenchmarkError, match=r"file .*test: 'data' should be a uint8 array \(N, 3072\)"):
         load_real_benchmark("cifar100", options(tmp_path, data), schedule=sched)
 
 
@@ -241,14 +260,14 @@ def test_the_real_benchmarks_are_registered_with_the_standard_transforms():
         assert name in benchmark_names()
         spec = get_benchmark(f"{name}@1")
         assert spec.family == name and spec.version == 1
-    cifar, mini, cub = DATASETS["cifar100"], DATASETS["mini_imagenet"], DATASETS["cub200"]
+    cifar, mini, cub = REAL_BENCHMARKS["cifar100"], REAL_BENCHMARKS["mini_imagenet"], REAL_BENCHMARKS["cub200"]
     assert cifar.train_transform.norm == CIFAR100_NORM == cifar.eval_transform.norm
     assert CIFAR100_NORM.mean == (0.5071, 0.4867, 0.4408) and CIFAR100_NORM.std == (0.2675, 0.2565, 0.2761)
     assert mini.eval_transform.norm == IMAGENET_NORM == cub.train_transform.norm
     assert IMAGENET_NORM.mean == (0.485, 0.456, 0.406) and IMAGENET_NORM.std == (0.229, 0.224, 0.225)
     g = torch.Generator().manual_seed(0)
     for spec, stored, size in ((cifar, 32, 32), (mini, 84, 84), (cub, 256, 224)):
-        assert spec.stored_size == stored
+        assert spec.reader.stored_size == stored
         raw = torch.randint(0, 256, (3, stored, stored, 3), dtype=torch.uint8)
         assert spec.train_transform(raw, g).shape == (3, 3, size, size)
         assert spec.eval_transform(raw, None).shape == (3, 3, size, size)
@@ -363,7 +382,7 @@ def test_a_yaml_image_folder_benchmark_runs_from_the_cli(tmp_path, capsys, monke
     assert code == 0, capsys.readouterr().err
     record = json.loads((runs / "shapes-fscil@2" / "pixel-means" / "quick" / "seed-0" / "record.json").read_text())
     assert record["status"] == "completed" and record["benchmark"]["version"] == 2
-    assert record["metrics"]["last_acc"] > 0.9
+    assert record["metrics"]["last"] > 0.9
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nbase_classes: 2\nways: 2\n")
@@ -380,3 +399,23 @@ def test_a_yaml_can_run_a_real_data_set_with_a_schedule_of_ones_own(tmp_path, ci
     bench = spec.load(options(tmp_path, None))
     assert bench.name == "cifar-mine" and len(bench.schedule) == 3
     run(bench, tmp_path)
+
+
+def test_loading_and_data_verify_ask_the_same_family_object(tmp_path, monkeypatch, capsys):
+    """A dataset family owns its steps: loading a benchmark and ``data verify`` both call it."""
+    from fscil_bench.data.families import get_family
+
+    family = get_family("cub200")
+    calls = []
+
+    def index(folder):
+        calls.append(folder)
+        raise DatasetError(f"sentinel: cannot index {folder}")
+
+    monkeypatch.setattr(family, "index", index)
+    write_cub(tmp_path / "data", num_classes=4, train_per_class=5, test_per_class=3)
+    with pytest.raises(BenchmarkError, match="sentinel: cannot index"):
+        load_real_benchmark("cub200", LoadOptions(cache_dir=tmp_path / "cache", data_root=tmp_path / "data"))
+    assert main(["data", "verify", "-b", "cub200", "--data-root", str(tmp_path / "data")]) == 2
+    assert "FAIL  index        sentinel: cannot index" in capsys.readouterr().out
+    assert len(calls) == 2

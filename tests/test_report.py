@@ -13,13 +13,13 @@ from PIL import Image
 
 from fscil_bench import MethodBase
 from fscil_bench.cli import main
-from fscil_bench.metrics import summarize
-from fscil_bench.report import ReportError, write_reports
+from fscil_bench.metrics.descriptors import summarize
 from fscil_bench.reporting.collect import collect
+from fscil_bench.reporting.report import ReportError, write_reports
 from fscil_bench.reporting.reported import DEFAULT_TOLERANCE, load_reported
-from fscil_bench.runner import run_method
-from fscil_bench.store import SCHEMA_VERSION, ResultsStore, RunKey
-from fscil_bench.suite import build_record
+from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
+from fscil_bench.run.grid import build_record
+from fscil_bench.run.runner import run_method
 
 GROUPS = [(0, 2), (2, 3), (3, 4)]
 LABELS = np.repeat(np.arange(4), 5)
@@ -35,7 +35,9 @@ def fake_record(method: str, seed: int, correct: list[int], status: str = "compl
         p[correct[t]:] = (p[correct[t]:] + 1) % stop
         per_session.append(y)
         preds.append(p.astype(np.int16))
-    rec = {"schema_version": SCHEMA_VERSION, "status": status, "benchmark": {"id": bench, "family": family},
+    rec = {"schema_version": SCHEMA_VERSION, "status": status,
+           "benchmark": {"id": bench, "family": family, "class_groups": [list(g) for g in GROUPS]},
+           "sessions_done": len(GROUPS) if status == "completed" else 1,
            "method": {"name": method, "oracle": oracle, "extra_data": None}, "preset": "quick", "seed": seed,
            "timing": {"total_seconds": seconds, "fit_seconds": [1.0, 0.1, 0.1], "eval_seconds": [0.1, 0.1, 0.1]},
            "metrics": summarize(per_session, preds, GROUPS) if status == "completed" else None,
@@ -71,7 +73,7 @@ def diag(nc1: float, align0: float, equiang: float = 0.3) -> dict:
 @pytest.fixture
 def no_plots(monkeypatch):
     """Skip drawing figures in tests about the table (drawing is the slow part; plots have their own tests)."""
-    monkeypatch.setattr("fscil_bench.report._figures", lambda *args: [])
+    monkeypatch.setattr("fscil_bench.reporting.report._figures", lambda *args: [])
 
 
 def md_row(md: str, method: str) -> list[str]:
@@ -334,3 +336,45 @@ def test_html_page_renders_in_headless_chromium(tmp_path):
     assert re.search(r'<img alt="Accuracy per session"[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', dom)
     index = (tmp_path / "lb" / "index.html").read_text()
     assert '<a href="toy-v1.html">toy@1</a>' in index
+
+
+def test_a_metric_added_later_appears_for_runs_recorded_before_it(tmp_path, monkeypatch, no_plots):
+    """Adding a prediction-based metric is one descriptor; ``fscil-bench report`` computes it from the
+    saved predictions of records written before it existed."""
+    from fscil_bench.metrics import descriptors
+
+    store = ResultsStore(tmp_path / "runs")
+    fill(store)  # records written with today's metrics
+    first = descriptors.MetricDescriptor(
+        "first_acc", "First", "A_0 again, to test the table.", "higher", "percent", "run", "predictions",
+        lambda r: r.accuracies[0], column=True)
+    monkeypatch.setattr(descriptors, "METRICS", descriptors.METRICS + (first,))
+    assert main(["report", "--runs", str(store.root), "-o", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "toy-v1.md").read_text()
+    header, _, *rows = [line for line in md.splitlines() if line.startswith("|")]
+    titles = [c.strip() for c in header.strip("|").split("|")]
+    assert "First" in titles and "- **First (first_acc)**: A_0 again, to test the table." in md
+    a_row = next(r for r in rows if r.startswith("| a "))
+    cells = [c.strip().replace("**", "") for c in a_row.strip("|").split("|")]
+    # method a: seed 0 has 10/10 right in session 0, seed 1 has 8/10: mean 90.00, std 14.14
+    assert cells[titles.index("First")] == "90.00 ± 14.14" == cells[titles.index("A0")]
+
+
+def test_stored_numbers_that_disagree_with_the_predictions_are_not_believed(tmp_path, no_plots):
+    store = ResultsStore(tmp_path / "runs")
+    rec, preds = fake_record("a", 0, [10, 12, 15])
+    rec["metrics"]["last"] = 0.99  # claims 99% where the predictions give 15/20
+    put(store, rec, preds)
+    rec, preds = fake_record("b", 0, [10, 5, 5])
+    path = store.run_dir(RunKey("toy@1", "b", "quick", 0))
+    put(store, rec, preds)
+    (path / "predictions.npz").write_bytes(b"damaged")
+    write_reports(store, tmp_path / "out")
+    md = (tmp_path / "out" / "toy-v1.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    titles = [c.strip() for c in header.strip("|").split("|")]
+    row_a = next(line for line in md.splitlines() if line.startswith("| a "))
+    cells = [c.strip().replace("**", "") for c in row_a.strip("|").split("|")]
+    assert cells[titles.index("Last")] == "75.00" and "stored last disagree with its predictions" in row_a
+    row_b = next(line for line in md.splitlines() if line.startswith("| b "))
+    assert "failed: seed 0 (predictions.npz missing or corrupt)" in row_b

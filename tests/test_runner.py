@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fscil_bench import MethodBase
-from fscil_bench.runner import make_session, run_method
+from fscil_bench.run.runner import make_session, run_method
 
 
 class Spy(MethodBase):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fscil_bench.schedule import Schedule, ScheduleError, SessionSpec
+from fscil_bench.schedules.schedule import Schedule, ScheduleError, SessionSpec
 
 
 def test_from_class_counts_shapes_like_cifar():

@@ -11,11 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fscil_bench.index_lists import IndexListError, build_schedule
-from fscil_bench.schedule_files import (ScheduleFileError, ids_checksum, load_schedule_file, read_schedule_file,
-                                        shipped_schedules, write_schedule_file)
 from real_data_fixtures import write_lists
+
+from fscil_bench.data.families import build_schedule
+from fscil_bench.schedules.files import (
+    ScheduleFileError,
+    ids_checksum,
+    read_schedule_file,
+    shipped_schedules,
+    write_schedule_file,
+)
+from fscil_bench.schedules.lists import IndexListError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -198,18 +204,18 @@ def test_load_schedule_file_maps_sample_ids_onto_the_pool(tmp_path):
     path = small_schedule(tmp_path)
     ids = ["g.jpg", "f.jpg", "c.jpg", "a.jpg", "e.jpg", "b.jpg"]  # the pool in another order
     labels = np.array([3, 2, 1, 0, 2, 0])
-    schedule = load_schedule_file(path, ids, labels, name="small")
+    schedule = read_schedule_file(path).to_schedule(ids, labels, name="small")
     assert schedule.name == "small" and schedule.num_classes == 4 and schedule.class_groups() == [(0, 2), (2, 3), (3, 4)]
     assert sorted(schedule.sessions[0].train_indices.tolist()) == [2, 3, 5]
     assert schedule.sessions[1].train_indices.tolist() == [4] and schedule.sessions[2].train_indices.tolist() == [0]
     assert read_schedule_file(path).class_names == ["n1", "n2", "n3", "n4"]
 
     with pytest.raises(ScheduleFileError, match=r"session 2 uses 1 training samples that are not in .*: g.jpg"):
-        load_schedule_file(path, ids[1:], labels[1:])
+        read_schedule_file(path).to_schedule(ids[1:], labels[1:])
     with pytest.raises(ScheduleFileError, match=r"session 0 holds all 3 training samples of classes 0-1 .* has 2"):
-        load_schedule_file(path, ids, np.array([3, 2, 1, 0, 2, 2]))
+        read_schedule_file(path).to_schedule(ids, np.array([3, 2, 1, 0, 2, 2]))
     with pytest.raises(ScheduleFileError, match=r"does not fit the training data on disk: .*session 1 lists 1 samples of classes outside"):
-        load_schedule_file(path, ids, np.array([3, 2, 1, 0, 3, 0]))
+        read_schedule_file(path).to_schedule(ids, np.array([3, 2, 1, 0, 3, 0]))
 
 
 def test_a_hand_edited_or_unknown_schedule_file_is_refused(tmp_path):

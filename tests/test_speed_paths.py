@@ -12,23 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_synthetic_benchmark
 from torch import nn
 
-from conftest import make_synthetic_benchmark
-from fscil_bench.base_models import BackboneWithHead
 from fscil_bench.data.arrays import iterate_images
 from fscil_bench.models.backbones import ConvNet
-from fscil_bench.runner import make_session, no_progress, seed_everything
 from fscil_bench.protocol import Context
-from fscil_bench.training import BF16_ENV, DevicePaths, SGDRecipe, extract_features, train_supervised
+from fscil_bench.run.runner import make_session
+from fscil_bench.toolkit.features import extract_features
+from fscil_bench.toolkit.heads import BackboneWithHead
+from fscil_bench.toolkit.training import DevicePaths, SGDRecipe, train_supervised
 
 RECIPE = SGDRecipe(epochs=10, lr=0.05, batch_size=16)
 
 
 def context(bench, tmp_path: Path) -> Context:
-    return Context(device=torch.device("cpu"), seed=0, generator=seed_everything(0),
-                   num_classes_total=bench.schedule.num_classes, hparams=None, benchmark=bench.info(),
-                   cache_dir=tmp_path, progress=no_progress, log=lambda m: None)
+    return Context.create(bench.info(), None, 0, cache_dir=tmp_path, log=lambda m: None)
 
 
 def tiny_model(num_classes: int) -> BackboneWithHead:
@@ -41,18 +40,12 @@ def train_accuracy(model: nn.Module, data, ctx: Context) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def test_default_paths_are_on_for_cuda_only(monkeypatch):
-    monkeypatch.delenv(BF16_ENV, raising=False)
+def test_default_paths_are_on_for_cuda_only_and_bf16_is_the_runs_opt_in():
     assert DevicePaths().resolve("cpu") == DevicePaths(bf16=False, channels_last=False, pin_memory=False)
-    assert DevicePaths().resolve("cuda") == DevicePaths(bf16=True, channels_last=True, pin_memory=True)
-    assert DevicePaths(bf16=False).resolve("cuda").bf16 is False
-    monkeypatch.setenv(BF16_ENV, "1")
-    assert DevicePaths().resolve("cpu").bf16 is True
-    monkeypatch.setenv(BF16_ENV, "0")
-    assert DevicePaths().resolve("cuda").bf16 is False
-    monkeypatch.setenv(BF16_ENV, "yes")
-    with pytest.raises(ValueError, match=f"{BF16_ENV} must be 0 or 1"):
-        DevicePaths().resolve("cpu")
+    assert DevicePaths().resolve("cuda") == DevicePaths(bf16=False, channels_last=True, pin_memory=True)
+    assert DevicePaths().resolve("cuda", bf16=True).bf16 is True
+    assert DevicePaths(bf16=False).resolve("cuda", bf16=True).bf16 is False
+    assert DevicePaths(bf16=True).resolve("cpu").bf16 is True
 
 
 def test_bf16_autocast_trains_to_the_same_accuracy_on_cpu(tmp_path):
@@ -169,7 +162,7 @@ def test_cuda_training_reads_back_once_per_epoch(tmp_path):
 
 
 def load_harness():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    path = Path(__file__).resolve().parents[1] / "perf" / "speed.py"
     spec = importlib.util.spec_from_file_location("fscil_speed_harness", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

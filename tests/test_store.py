@@ -1,9 +1,8 @@
-import json
 
 import numpy as np
 import pytest
 
-from fscil_bench.store import ResultsStore, RunKey, StoreError
+from fscil_bench.results.store import ResultsStore, RunKey, StoreError
 
 
 def test_record_round_trip_and_completion(tmp_path):

@@ -1,6 +1,13 @@
 import torch
 
-from fscil_bench.data.transforms import CropFlip, Evaluate, Normalization, random_crop, random_flip, to_float
+from fscil_bench.data.transforms import (
+    CropFlip,
+    Evaluate,
+    Normalization,
+    random_crop,
+    random_flip,
+    to_float,
+)
 
 NORM = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 

@@ -3,9 +3,9 @@
 The real datasets (miniImageNet, CUB-200-2011, ImageFolder-style custom sets) are folders of
 JPEG/PNG files of varying size. Decoding tens of thousands of JPEGs on every run would dominate
 a benchmark run, so each split is decoded once, at a fixed stored size, into one uint8 array
-``(N, size, size, 3)`` saved as a ``.npy`` file under ``<cache_dir>/datasets/<dataset>/`` with a
-``.sha256`` sidecar. Later runs memory-map that file after checking its digest; a file that fails
-the check is decoded again.
+``(N, size, size, 3)`` saved as a checked ``.npy`` entry (:mod:`fscil_bench.cache`) under
+``<cache_dir>/datasets/<dataset>/``. Later runs memory-map that file after checking its digest; a
+file that fails the check is decoded again.
 
 The cache key is the dataset, the split, the stored size, how images are fitted to it, and a
 fingerprint of the ordered list of source files (relative path and byte size), so a changed
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_write_text, sha256_file, stable_hash
+from fscil_bench.cache import remove_checked, stable_hash, verified, write_checked
 
 #: Bump when the decode or fit code changes what pixels come out (invalidates every image cache).
 DECODE_VERSION = 1
@@ -171,16 +171,9 @@ def cache_path(cache_dir: Path, dataset: str, split: str, size: int, fit: str, f
     return Path(cache_dir) / "datasets" / dataset / f"{split}-{size}px-{fit}-v{DECODE_VERSION}-{fingerprint}.npy"
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(path.suffix + ".sha256")
-
-
 def load_cached_images(path: Path) -> np.ndarray | None:
     """Memory-map a cached image array after checking its digest; ``None`` if absent or corrupt."""
-    sidecar = _sidecar(path)
-    if not path.is_file() or not sidecar.is_file():
-        return None
-    if sha256_file(path) != sidecar.read_text().strip():
+    if not verified(path):
         return None
     try:
         # copy-on-write: writable in this process (torch.from_numpy stays quiet), the file never changes
@@ -222,23 +215,18 @@ def load_images_cached(
         log(f"cached {dataset} {split} images at {path} failed their checksum; decoding them again")
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"decoding {len(files)} {dataset} {split} images at {size}x{size} into {path} (once; later runs read the cache)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    try:
+
+    def decode_into(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
         decode_images(files, size, fit, out=out, workers=workers, desc=f"decoding {dataset} {split}")
         out.flush()
         del out
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    atomic_write_text(_sidecar(path), digest + "\n")
+
+    write_checked(path, decode_into)
     prefix = f"{split}-{size}px-{fit}-"
     for old in path.parent.glob(f"{prefix}*.npy"):
         if old != path:
-            old.unlink(missing_ok=True)
-            _sidecar(old).unlink(missing_ok=True)
+            remove_checked(old)
     images = load_cached_images(path)
     if images is None:  # pragma: no cover - only if the disk changed the file under us
         raise DatasetError(f"the image cache {path} just written does not read back; check the disk")

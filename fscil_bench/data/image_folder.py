@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_files import DatasetError, SplitIndex
+from fscil_bench.data.image_files import DatasetError, SplitIndex
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FIT = "short_side_crop"

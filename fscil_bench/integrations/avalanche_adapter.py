@@ -79,13 +79,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
-from ..data.arrays import BatchTransform
-from ..exemplars import subsample_per_class
-from ..models.inference import inference_network
-from ..models import build_backbone
-from ..protocol import Context, MemoryDeclaration, MethodBase, Session
-from ..training import SGDRecipe
+from fscil_bench.data.arrays import BatchTransform
+from fscil_bench.models import build_backbone
+from fscil_bench.models.inference import inference_network
+from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    cross_entropy_base_model,
+)
+from fscil_bench.toolkit.exemplars import subsample_per_class
+from fscil_bench.toolkit.training import SGDRecipe
 
 _AVALANCHE: SimpleNamespace | None = None
 
@@ -108,8 +112,14 @@ def avalanche() -> SimpleNamespace:
             with quiet():
                 import avalanche as av
                 import avalanche.training.supervised as strategies
-                from avalanche.benchmarks.scenarios import DatasetExperience, EagerCLStream, benchmark_from_datasets
-                from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+                from avalanche.benchmarks.scenarios import (
+                    DatasetExperience,
+                    EagerCLStream,
+                    benchmark_from_datasets,
+                )
+                from avalanche.benchmarks.scenarios.supervised import (
+                    with_classes_timeline,
+                )
                 from avalanche.benchmarks.utils import (
                     ConstantSequence,
                     DataAttribute,

@@ -1,5 +1,5 @@
 """Backbones and heads shared by methods."""
 
-from .backbones import BACKBONES, build_backbone
+from fscil_bench.models.backbones import BACKBONES, build_backbone
 
 __all__ = ["BACKBONES", "build_backbone"]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .resnet12 import ResNet12
+from fscil_bench.models.resnet12 import ResNet12
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:

@@ -1,9 +1,12 @@
 """Read the results store and aggregate records per benchmark and per (method, preset).
 
-Each completed record contributes one value per summary metric (see :data:`SUMMARY_KEYS`) and
-its per-session curves; a failed record contributes its failure; a seed that other rows of
-the same benchmark and preset have but this row lacks is listed as missing. Nothing is
-dropped silently: :class:`MethodRow` keeps all three kinds.
+Every metric of :data:`fscil_bench.metrics.descriptors.METRICS` is computed here for each
+completed record: the prediction-based ones from the run's own ``predictions.npz`` (never from the
+numbers the record stores, which are only checked against them), the diagnostics and the time from
+the record. A record whose predictions are missing or corrupt counts as failed; a record whose
+stored metrics disagree with its predictions is flagged and its recomputed values are used. A
+failed record contributes its failure; a seed that other rows of the same benchmark and preset
+have but this row lacks is listed as missing. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -12,30 +15,21 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..store import ResultsStore
+from fscil_bench.metrics.descriptors import (
+    METRICS,
+    MetricDescriptor,
+    RunOutputs,
+    compute_metrics,
+    disagreements,
+)
+from fscil_bench.results.store import ResultsStore
 
 NAN = float("nan")
-
-#: Summary metrics read from a completed record: key -> (metrics key, index into a per-session list or None).
-METRIC_SOURCES: dict[str, tuple[str, int | None]] = {
-    "avg": ("avg_acc", None),
-    "last": ("last_acc", None),
-    "pd": ("pd", None),
-    "base_last": ("base_acc", -1),
-    "novel_last": ("novel_acc", -1),
-    "hm_last": ("hm", -1),
-    "forget_max": ("forgetting_max", None),
-    "forget_init": ("forgetting_initial", None),
-}
-#: Neural-collapse diagnostics at the last session (from the record's optional ``diagnostics``).
-DIAGNOSTIC_KEYS = ("nc1_last", "equiang_last", "align_base_last")
-SUMMARY_KEYS = tuple(METRIC_SOURCES) + DIAGNOSTIC_KEYS
-#: Per-session curves kept for the plots: name -> one list per completed seed.
-CURVES = ("session_acc", "base_acc", "novel_acc", "nc1", "align_base")
 
 
 def _float(value: Any) -> float:
@@ -45,7 +39,11 @@ def _float(value: Any) -> float:
 
 @dataclass
 class MethodRow:
-    """Every record of one (method, preset) on one benchmark."""
+    """Every record of one (method, preset) on one benchmark.
+
+    ``values[key]`` holds one entry per completed seed for every metric of :data:`METRICS`: a
+    float for run-shaped metrics, a list per session, a matrix.
+    """
 
     method: str
     preset: str
@@ -54,10 +52,8 @@ class MethodRow:
     seeds: list[int] = field(default_factory=list)  # completed seeds
     failed: dict[int, str] = field(default_factory=dict)  # seed -> why
     missing: list[int] = field(default_factory=list)  # seeds other rows of this preset have
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # key -> one per completed seed
-    curves: dict[str, list[list[float]]] = field(default_factory=lambda: defaultdict(list))
-    matrices: list[np.ndarray] = field(default_factory=list)  # A[t][g] per completed seed
-    seconds: list[float] = field(default_factory=list)
+    flagged: dict[int, str] = field(default_factory=dict)  # seed -> why its stored numbers were not used
+    values: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
 
@@ -68,14 +64,23 @@ class MethodRow:
     def mean(self, key: str) -> float:
         return mean_std(self.values.get(key, []))[0]
 
-    def mean_curve(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and sample std over seeds of a per-session curve (NaN where no seed has a value)."""
-        return nan_mean_std_rows(self.curves.get(name, []))
+    def curves(self, key: str) -> list[list[float]]:
+        """One per-session curve per completed seed (NaN where undefined)."""
+        return [[_float(v) for v in curve] for curve in self.values.get(key, [])]
+
+    def mean_curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sample std over seeds of a per-session metric (NaN where no seed has a value)."""
+        return nan_mean_std_rows(self.curves(key))
+
+    @property
+    def matrices(self) -> list[np.ndarray]:
+        return [np.array([[_float(v) for v in r] for r in m], dtype=float) for m in self.values.get("acc_matrix", [])]
 
     def mean_matrix(self) -> np.ndarray | None:
-        if not self.matrices:
+        matrices = self.matrices
+        if not matrices:
             return None
-        return nan_mean_std_rows([m.ravel() for m in self.matrices])[0].reshape(self.matrices[0].shape)
+        return nan_mean_std_rows([m.ravel() for m in matrices])[0].reshape(matrices[0].shape)
 
 
 @dataclass
@@ -94,7 +99,7 @@ class BenchmarkResults:
 
     @property
     def num_sessions(self) -> int:
-        return max((len(c) for r in self.rows.values() for c in r.curves.get("session_acc", [])), default=0)
+        return max((len(c) for r in self.rows.values() for c in r.values.get("session_acc", [])), default=0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -112,26 +117,24 @@ def nan_mean_std_rows(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.n
     return np.array([m for m, _ in stats], dtype=float), np.array([s for _, s in stats], dtype=float)
 
 
-def diagnostics_summary(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Last-session diagnostics and the NC1 / base-alignment curves of a record.
+@dataclass(frozen=True)
+class RecordEntry:
+    """One record with what the store holds beside it (``predictions`` is None when missing or corrupt)."""
 
-    ``diagnostics`` is optional (absent in older records, ``null`` for methods without
-    ``embed``); then every value is NaN and the curves are empty.
-    """
-    diag = record.get("diagnostics")
-    sessions = diag.get("sessions") if isinstance(diag, dict) else None
-    if not sessions:
-        return {k: NAN for k in DIAGNOSTIC_KEYS}, {"nc1": [], "align_base": []}
+    record: dict[str, Any]
+    predictions: dict[str, np.ndarray] | None
 
-    def base_alignment(entry: dict[str, Any]) -> float:
-        alignment = entry.get("alignment")
-        return _float(alignment[0]) if alignment else NAN
 
-    last = sessions[-1]
-    summary = {"nc1_last": _float(last.get("nc1")), "equiang_last": _float(last.get("equiangularity")),
-               "align_base_last": base_alignment(last)}
-    curves = {"nc1": [_float(s.get("nc1")) for s in sessions], "align_base": [base_alignment(s) for s in sessions]}
-    return summary, curves
+def run_outputs(entry: RecordEntry) -> RunOutputs:
+    """The record's predictions as :class:`RunOutputs` (raises ``ValueError`` when they do not fit it)."""
+    rec, arrays = entry.record, entry.predictions
+    sessions = int(rec.get("sessions_done") or 0)
+    preds = [arrays[f"session_{t}"] for t in range(sessions)]
+    timing = rec.get("timing") or {}
+    diag = rec.get("diagnostics")
+    return RunOutputs.from_arrays(arrays["test_labels"], preds, rec["benchmark"]["class_groups"],
+                                  diagnostics=diag.get("sessions") if isinstance(diag, dict) else None,
+                                  seconds=timing.get("total_seconds"))
 
 
 def _failure(record: dict[str, Any]) -> str:
@@ -139,7 +142,8 @@ def _failure(record: dict[str, Any]) -> str:
     return f"{err.get('type', 'error')} in session {err.get('session')}"
 
 
-def _add(row: MethodRow, record: dict[str, Any]) -> None:
+def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]) -> None:
+    record = entry.record
     method = record["method"]
     row.oracle = row.oracle or bool(method.get("oracle"))
     extra = method.get("extra_data")
@@ -147,29 +151,27 @@ def _add(row: MethodRow, record: dict[str, Any]) -> None:
         if str(item) not in row.extra_data:
             row.extra_data.append(str(item))
     seed = int(record["seed"])
-    if record.get("status") != "completed" or not record.get("metrics"):
-        row.failed[seed] = _failure(record) if record.get("status") != "completed" else "no metrics in the record"
+    if record.get("status") != "completed":
+        row.failed[seed] = _failure(record)
         return
+    if entry.predictions is None:
+        row.failed[seed] = "predictions.npz missing or corrupt"
+        return
+    try:
+        values = compute_metrics(run_outputs(entry), metrics=metrics)
+    except (KeyError, ValueError) as exc:
+        row.failed[seed] = f"predictions do not fit the record ({exc})"
+        return
+    wrong = disagreements(record.get("metrics") or {}, values)
+    if wrong:
+        row.flagged[seed] = "stored " + ", ".join(wrong) + " disagree with its predictions (recomputed values used)"
     row.seeds.append(seed)
-    m = record["metrics"]
-    for key, (name, index) in METRIC_SOURCES.items():
-        value = m.get(name)
-        if index is not None:
-            value = value[index] if value else None
-        row.values[key].append(_float(value))
-    diag, diag_curves = diagnostics_summary(record)
-    for key, value in diag.items():
-        row.values[key].append(value)
-    for name in ("session_acc", "base_acc", "novel_acc"):
-        row.curves[name].append([_float(v) for v in m.get(name) or []])
-    for name, curve in diag_curves.items():
-        row.curves[name].append(curve)
-    if m.get("acc_matrix"):
-        row.matrices.append(np.array([[_float(v) for v in r] for r in m["acc_matrix"]], dtype=float))
+    for m in metrics:
+        value = values[m.key]
+        row.values[m.key].append(_float(value) if m.shape == "run" else value)
     timing = record.get("timing") or {}
-    row.seconds.append(_float(timing.get("total_seconds")))
-    row.fit_seconds.append(float(sum(timing.get("fit_seconds") or [])) if timing.get("fit_seconds") else NAN)
-    row.eval_seconds.append(float(sum(timing.get("eval_seconds") or [])) if timing.get("eval_seconds") else NAN)
+    row.fit_seconds.append(float(sum(timing["fit_seconds"])) if timing.get("fit_seconds") else NAN)
+    row.eval_seconds.append(float(sum(timing["eval_seconds"])) if timing.get("eval_seconds") else NAN)
 
 
 def _mark_missing(rows: dict[tuple[str, str], MethodRow]) -> None:
@@ -181,22 +183,33 @@ def _mark_missing(rows: dict[tuple[str, str], MethodRow]) -> None:
         row.missing = sorted(by_preset[preset] - set(row.seeds) - set(row.failed))
 
 
-def collect_records(records: Iterable[dict[str, Any]]) -> dict[str, BenchmarkResults]:
+def collect_entries(entries: Iterable[RecordEntry], metrics: Sequence[MetricDescriptor] = METRICS
+                    ) -> dict[str, BenchmarkResults]:
     """Group records by benchmark id, then by (method, preset); seeds in ascending order."""
-    ordered = sorted(records, key=lambda r: (r["benchmark"]["id"], r["method"]["name"], r["preset"], int(r["seed"])))
+    def order(e: RecordEntry) -> tuple:
+        r = e.record
+        return (r["benchmark"]["id"], r["method"]["name"], r["preset"], int(r["seed"]))
+
     results: dict[str, BenchmarkResults] = {}
-    for rec in ordered:
+    for entry in sorted(entries, key=order):
+        rec = entry.record
         bench_id = rec["benchmark"]["id"]
         family = rec["benchmark"].get("family") or bench_id.split("@")[0]
         bench = results.setdefault(bench_id, BenchmarkResults(bench_id, family, {}, []))
         bench.records.append(rec)
         key = (rec["method"]["name"], rec["preset"])
-        _add(bench.rows.setdefault(key, MethodRow(*key)), rec)
+        _add(bench.rows.setdefault(key, MethodRow(*key)), entry, metrics)
     for bench in results.values():
         _mark_missing(bench.rows)
     return dict(sorted(results.items()))
 
 
-def collect(store: ResultsStore) -> dict[str, BenchmarkResults]:
-    """:func:`collect_records` over every readable record of ``store``."""
-    return collect_records(rec for _, rec in store.records())
+def store_entries(store: ResultsStore) -> Iterable[RecordEntry]:
+    """Every readable record of ``store`` with its verified predictions."""
+    for path, record in store.records():
+        yield RecordEntry(record, store.predictions(Path(path), record))
+
+
+def collect(store: ResultsStore, metrics: Sequence[MetricDescriptor] = METRICS) -> dict[str, BenchmarkResults]:
+    """:func:`collect_entries` over every readable record of ``store``."""
+    return collect_entries(store_entries(store), metrics)

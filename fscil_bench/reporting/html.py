@@ -12,8 +12,14 @@ import base64
 import math
 from html import escape
 
-from .provenance import Provenance, as_items
-from .tables import COMPARISON_TITLES, Cell, Table, TableRow, comparison_texts
+from fscil_bench.reporting.provenance import Provenance, as_items
+from fscil_bench.reporting.tables import (
+    COMPARISON_TITLES,
+    Cell,
+    Table,
+    TableRow,
+    comparison_texts,
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1f2328;background:#fff}

@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .collect import BenchmarkResults, MethodRow
-from .reported import ReportedEntry
+from fscil_bench.reporting.collect import BenchmarkResults, MethodRow
+from fscil_bench.reporting.reported import ReportedEntry
 
 #: Drop the "Software" tag so that PNGs change only when the figure does.
 PNG_METADATA = {"Software": None}
@@ -40,7 +40,7 @@ def _colours(n: int) -> list:
 
 
 def _rows_with(bench: BenchmarkResults, curve: str) -> list[MethodRow]:
-    rows = [r for r in bench.rows.values() if any(not math.isnan(v) for c in r.curves.get(curve, []) for v in c)]
+    rows = [r for r in bench.rows.values() if any(not math.isnan(v) for c in r.curves(curve) for v in c)]
     return sorted(rows, key=lambda r: (r.method, r.preset))
 
 
@@ -50,7 +50,7 @@ def _plot_curve(ax, row: MethodRow, curve: str, colour, scale: float = 100.0) ->
     label = row.label + (" (oracle)" if row.oracle else "")
     ax.plot(x, scale * mean, marker="o", markersize=3, color=colour, label=label,
             linestyle=":" if row.oracle else "-")
-    if len(row.curves[curve]) > 1:
+    if len(row.curves(curve)) > 1:
         ax.fill_between(x, scale * (mean - std), scale * (mean + std), color=colour, alpha=0.15, linewidth=0)
 
 
@@ -130,7 +130,7 @@ def diagnostics_curves(bench: BenchmarkResults) -> bytes | None:
                                         ("NC1 (lower = more collapsed)", "base-class alignment"),
                                         ("tr(Σ_W Σ_B⁺) / C", "mean cosine")):
         for row, colour in zip(rows, colours):
-            if any(not math.isnan(v) for c in row.curves.get(curve, []) for v in c):
+            if any(not math.isnan(v) for c in row.curves(curve) for v in c):
                 _plot_curve(ax, row, curve, colour, scale=1.0)
         ax.xaxis.get_major_locator().set_params(integer=True)
         _finish(ax, fig, f"{bench.id}: {title}", ylabel, legend=curve == "align_base")

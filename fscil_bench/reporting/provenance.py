@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
+from fscil_bench import __version__
 
 
 @dataclass(frozen=True)

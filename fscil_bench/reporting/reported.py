@@ -55,7 +55,7 @@ class Comparison:
 
 def load_reported(path: str | Path | None = None) -> list[ReportedEntry]:
     """The entries of ``path`` (default: the file shipped with the package), in file order."""
-    text = Path(path).read_text() if path else files("fscil_bench").joinpath("reported_results.json").read_text()
+    text = Path(path).read_text() if path else files("fscil_bench.reporting").joinpath("reported_results.json").read_text()
     entries = []
     for e in json.loads(text):
         accuracy = tuple(float(a) for a in e["accuracy"])

@@ -1,36 +1,39 @@
 """The leaderboard table of one benchmark: columns, formatted cells, best marks; Markdown and CSV.
 
-Cells are mean ± sample std over completed seeds. Accuracies, PD and forgetting are shown in
-percent with two decimals; diagnostics (NC1, equiangularity, alignment) as plain numbers with
-three decimals (mean only in Markdown/HTML; the CSV keeps the std); times in seconds.
+The columns are the per-session accuracies ``A_t`` and every metric descriptor marked as a
+column (:data:`fscil_bench.metrics.descriptors.METRICS`), in the table's order, with their titles,
+units and directions. Cells are mean ± sample std over completed seeds. Percentages are shown
+with two decimals; plain numbers (the diagnostics) with three (mean only in Markdown/HTML; the
+CSV keeps the std); times in seconds.
 
 The best value of a column is the best *displayed* mean among measured, non-oracle rows, so
-ties at display precision are all marked. Higher is better for accuracies and alignment;
-lower for PD, forgetting, NC1 and equiangularity. Time is shown but not ranked.
+ties at display precision are all marked; metrics without a direction (time) are not ranked.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 from tabulate import tabulate
 
-from .collect import BenchmarkResults, MethodRow, mean_std
-from .reported import Comparison, ReportedEntry, compare
+from fscil_bench.metrics.descriptors import METRICS, MetricDescriptor
+from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, mean_std
+from fscil_bench.reporting.reported import Comparison, ReportedEntry, compare
 
 
 @dataclass(frozen=True)
 class Column:
     key: str
     title: str
-    kind: str  # "percent" | "diagnostic" | "seconds"
+    unit: str  # "percent" | "number" | "seconds" (see MetricDescriptor.unit)
     better: str | None  # "higher" | "lower" | None (not ranked)
 
     @property
     def decimals(self) -> int:
-        return 3 if self.kind == "diagnostic" else 2
+        return 3 if self.unit == "number" else 2
 
     @property
     def session(self) -> int | None:
@@ -39,23 +42,20 @@ class Column:
 
     @property
     def scale(self) -> float:
-        return 100.0 if self.kind == "percent" else 1.0
+        return 100.0 if self.unit == "percent" else 1.0
+
+    @classmethod
+    def of(cls, metric: MetricDescriptor) -> Column:
+        return cls(metric.key, metric.title, metric.unit, metric.direction)
 
 
-SUMMARY_COLUMNS = [
-    Column("avg", "Avg", "percent", "higher"),
-    Column("last", "Last", "percent", "higher"),
-    Column("pd", "PD", "percent", "lower"),
-    Column("base_last", "Base (last)", "percent", "higher"),
-    Column("novel_last", "Novel (last)", "percent", "higher"),
-    Column("hm_last", "HM (last)", "percent", "higher"),
-    Column("forget_max", "Forget (max)", "percent", "lower"),
-    Column("forget_init", "Forget (init)", "percent", "lower"),
-    Column("nc1_last", "NC1 (last)", "diagnostic", "lower"),
-    Column("equiang_last", "Equiang. (last)", "diagnostic", "lower"),
-    Column("align_base_last", "Align base (last)", "diagnostic", "higher"),
-]
-TIME_COLUMN = Column("seconds", "Time (s)", "seconds", None)
+def metric_columns(metrics: Sequence[MetricDescriptor] = METRICS) -> list[Column]:
+    """The summary columns: every run-shaped metric marked as a column, the time last."""
+    cols = [Column.of(m) for m in metrics if m.column]
+    return sorted(cols, key=lambda c: c.key == TIME_KEY)
+
+
+TIME_KEY = "seconds"
 COMPARISON_TITLES = ("Last − reported", "Avg − reported", "Reproduced")
 
 
@@ -74,7 +74,7 @@ class Cell:
         if math.isnan(self.mean):
             return ""
         d = column.decimals
-        if with_std and self.n > 1 and column.kind != "diagnostic":
+        if with_std and self.n > 1 and column.unit != "number":
             return f"{self.mean:.{d}f} ± {self.std:.{d}f}"
         return f"{self.mean:.{d}f}"
 
@@ -89,6 +89,7 @@ class TableRow:
     seeds: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     missing: list[int] = field(default_factory=list)
+    flagged: dict[int, str] = field(default_factory=dict)
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
     source: str = ""
@@ -109,13 +110,14 @@ class TableRow:
             parts.append("failed: " + ", ".join(f"seed {s} ({why})" for s, why in sorted(self.failed.items())))
         if self.missing:
             parts.append("missing: " + ", ".join(f"seed {s}" for s in self.missing))
+        parts += [f"seed {s}: {why}" for s, why in sorted(self.flagged.items())]
         return "; ".join(parts)
 
 
 @dataclass
 class Table:
     benchmark: str
-    columns: list[Column]  # every value column, sessions first, time last
+    columns: list[Column]  # every value column: sessions first, then the metric columns (time last)
     measured: list[TableRow]
     reported: list[TableRow]
     has_comparison: bool
@@ -135,12 +137,11 @@ def _measured_row(row: MethodRow, columns: list[Column]) -> TableRow:
     cells = {}
     for c in columns:
         if c.session is not None:  # seeds that stopped early have no value here (shown as failed)
-            cells[c.key] = _cell([curve[c.session] for curve in row.curves.get("session_acc", []) if c.session < len(curve)], c)
+            cells[c.key] = _cell([curve[c.session] for curve in row.curves("session_acc") if c.session < len(curve)], c)
         else:
             cells[c.key] = _cell(row.values.get(c.key, []), c)
-    cells[TIME_COLUMN.key] = _cell(row.seconds, TIME_COLUMN)
     return TableRow("measured", row.method, row.preset, cells, n=len(row.seeds), seeds=sorted(row.seeds),
-                    failed=dict(row.failed), missing=list(row.missing), oracle=row.oracle,
+                    failed=dict(row.failed), missing=list(row.missing), flagged=dict(row.flagged), oracle=row.oracle,
                     extra_data=list(row.extra_data), fit_seconds=mean_std(row.fit_seconds)[0],
                     eval_seconds=mean_std(row.eval_seconds)[0])
 
@@ -165,14 +166,15 @@ def _mark_best(table: Table) -> None:
                 r.cells[col.key].best = True
 
 
-def build_table(bench: BenchmarkResults, reported: list[ReportedEntry]) -> Table:
+def build_table(bench: BenchmarkResults, reported: list[ReportedEntry],
+                metrics: Sequence[MetricDescriptor] = METRICS) -> Table:
     """The table of ``bench`` with the ``reported`` entries of its family as separate rows.
 
     Measured rows are sorted by mean average accuracy (highest first; rows without results
     last), then by method and preset; reported rows by method, preset and source.
     """
     num_sessions = max([bench.num_sessions] + [len(e.accuracy) for e in reported])
-    columns = session_columns(num_sessions) + SUMMARY_COLUMNS + [TIME_COLUMN]
+    columns = session_columns(num_sessions) + metric_columns(metrics)
     measured = [_measured_row(r, columns) for r in bench.rows.values()]
     measured.sort(key=lambda r: (-r.cells["avg"].mean if not math.isnan(r.cells["avg"].mean) else math.inf,
                                  r.method, r.preset))
@@ -203,10 +205,11 @@ def comparison_texts(row: TableRow) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table: measured rows, then a "reported" section."""
-    value_cols = [c for c in table.columns if c is not TIME_COLUMN]
+    value_cols = [c for c in table.columns if c.key != TIME_KEY]
+    time = next((c for c in table.columns if c.key == TIME_KEY), None)
     headers = ["Method", "Preset", "n"] + [c.title for c in value_cols]
     headers += list(COMPARISON_TITLES) if table.has_comparison else []
-    headers += [TIME_COLUMN.title, "Notes"]
+    headers += ([time.title] if time else []) + ["Notes"]
 
     def values(row: TableRow) -> list[str]:
         texts = []
@@ -220,14 +223,14 @@ def to_markdown(table: Table) -> str:
     for row in table.measured:
         line = [row.method, row.preset, str(row.n)] + values(row)
         line += comparison_texts(row) if table.has_comparison else []
-        body.append(line + [row.cells[TIME_COLUMN.key].text(TIME_COLUMN), row.notes()])
+        body.append(line + ([row.cells[time.key].text(time)] if time else []) + [row.notes()])
     if table.reported:
         width = len(headers)
         body.append(["**reported**", "", ""] + [""] * (width - 3))
         for row in table.reported:
             line = [f"*{row.method}*", row.preset, ""] + values(row)
             line += ["", "", ""] if table.has_comparison else []
-            body.append(line + ["", row.notes()])
+            body.append(line + ([""] if time else []) + [row.notes()])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 

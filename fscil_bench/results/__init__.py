@@ -1,0 +1,1 @@
+"""Results: the store of run records and what a record says about its provenance."""

@@ -1,0 +1,2 @@
+"""The run: method discovery, the runner that drives one method through a benchmark's sessions,
+the grid over benchmarks x methods x seeds, and the executors that spread a grid over processes."""

@@ -1,0 +1,353 @@
+"""The NC-FSCIL learner, with its classifier and loss left open so ablations share every stage.
+
+Yang et al., "Neural Collapse Inspired Feature-Classifier Alignment for Few-Shot Class
+Incremental Learning" (NC-FSCIL), ICLR 2023. The model is a backbone, the projection neck of
+:mod:`fscil_bench.models.neck` (unit-norm output, 512-d) and a classifier over the neck's output.
+
+Stages:
+
+1. Base session. Backbone, neck (and the classifier, when it has parameters) are trained end to
+   end with SGD on the base classes (:func:`fscil_bench.training.train_supervised`, the
+   benchmark's training augmentation). Then the mean backbone feature of every base class is
+   computed once over the whole base training set (test-time transform) and kept. The trained
+   model and these means are cached together under a hash of the recipe
+   (:func:`fscil_bench.base_models.cached_model`). With ``train_backbone=False`` (the ``quick``
+   presets) the backbone, taken from the shared cross-entropy base model, stays frozen: its
+   features of the base training set are computed once (and cached, shared by every method
+   that starts from that model) and only the neck and classifier are trained on them.
+2. Incremental session ``t``. The backbone is frozen (no gradient, evaluation mode: its weights and
+   BatchNorm statistics never change). The backbone features of the session's few shots are
+   computed once: the test-time view plus ``augmented_views`` views under the training
+   augmentation (fixed for the session, drawn from a generator seeded by the run and the
+   session). Only the neck (and a learnable classifier) is then fine-tuned for ``steps`` SGD
+   steps on batches drawn without replacement from a pool holding every few-shot sample (each
+   draw uses one of its views at random) and one mean feature per old class. Afterwards the
+   new classes' mean features (test-time view of their few shots) join the kept means.
+3. Prediction: the logits of the seen classes computed from the neck's unit-norm output.
+
+The kept class means are the method's only memory of the past; ``memory()`` declares them.
+
+Subclasses choose the classifier (:meth:`NeckLearner.make_head`), the loss
+(:meth:`NeckLearner.loss`), the logits (:meth:`NeckLearner.logits`) and how the classifier grows
+(:meth:`NeckLearner.extend_head`); ``baselines/etf.py`` is NC-FSCIL itself (fixed ETF, dot
+regression), ``baselines/etf_ce.py`` and ``baselines/etf_linear_ce.py`` the ablations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fscil_bench.cache import sha256_file, stable_hash
+from fscil_bench.models import build_backbone
+from fscil_bench.models.etf import FixedETFClassifier
+from fscil_bench.models.neck import ProjectionNeck
+from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
+from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.features import (
+    FrozenFeatureMemo,
+    cached_features,
+    class_means,
+    extract_features,
+    feature_views,
+)
+from fscil_bench.toolkit.losses import cross_entropy_loss
+from fscil_bench.toolkit.training import (
+    OptimisationLoop,
+    SGDRecipe,
+    StepRecipe,
+    recipe_key,
+    sgd,
+    train_on_features,
+    train_supervised,
+)
+
+#: Bumped when this module changes what a cached base model holds.
+ETF_BASE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NeckLearnerHparams:
+    """Hyperparameters shared by NC-FSCIL and its ablations.
+
+    Attributes:
+        backbone: a name in :data:`fscil_bench.models.BACKBONES`.
+        base: the base session's SGD recipe (backbone + neck + classifier, end to end).
+        session: the incremental sessions' recipe (neck, and a learnable classifier, on cached features).
+        feature_dim: the neck's output dimension (the ETF's ``d``; 512 in the paper).
+        loss_weight: factor on the loss (10 for dot regression in the paper).
+        base_reweight, session_reweight: weight samples by the inverse frequency of their class in
+            the batch (:func:`fscil_bench.losses.inverse_frequency_weights`) in that stage.
+        augmented_views: augmented views per few-shot sample cached in each incremental session,
+            besides the test-time view.
+        pretrained_path: a local file of backbone weights (e.g. torchvision's ImageNet ResNet-18
+            ``state_dict``) loaded before base training; ``None`` trains the backbone from scratch.
+        warm_start: a CPU shortcut for the ``quick`` presets: start the backbone from the shared
+            cross-entropy base model trained with this recipe
+            (:func:`fscil_bench.base_models.cross_entropy_base_model`, the one the other baselines
+            use), then train backbone, neck and classifier end to end with ``base`` as usual.
+            ``None`` (the paper's recipe) starts from scratch or from ``pretrained_path``.
+        train_backbone: train the backbone in the base session (the paper). ``False`` keeps the
+            initial backbone (``warm_start`` or ``pretrained_path``) frozen and trains only neck and
+            classifier, with ``base``'s recipe, on its features of the base training set (test-time
+            view, no augmentation): seconds instead of minutes on a CPU.
+    """
+
+    backbone: str
+    base: SGDRecipe
+    session: StepRecipe
+    feature_dim: int = 512
+    loss_weight: float = 10.0
+    base_reweight: bool = False
+    session_reweight: bool = False
+    augmented_views: int = 4
+    pretrained_path: str | None = None
+    warm_start: SGDRecipe | None = None
+    train_backbone: bool = True
+
+
+class NeckModel(nn.Module):
+    """Backbone -> projection neck -> classifier, plus the base classes' mean backbone features
+    (a buffer, so they are cached with the weights)."""
+
+    def __init__(self, backbone: nn.Module, neck: ProjectionNeck, head: nn.Module, num_base: int):
+        super().__init__()
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.register_buffer("base_means", torch.zeros(num_base, backbone.out_dim))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm neck features of ``images``."""
+        return self.neck(self.backbone(images))
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> None:
+    """Load a ``state_dict`` file into ``backbone`` (into its ``.net`` when it wraps a torchvision
+    model). Classification-layer weights (``fc.*``) are ignored; any other missing or unexpected
+    key is an error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone weights {path} do not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    target = getattr(backbone, "net", backbone)
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"pretrained weights {path} do not fit the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run tiny CPU operations (the neck on a batch of 64 vectors) on one thread: splitting them
+    over threads only adds synchronisation, several times the work on a busy machine."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class NeckLearner(MethodBase):
+    """NC-FSCIL's stages with the classifier and the loss left to subclasses (see the module docstring)."""
+
+    #: Tag of the base recipe (part of the cache key): methods with different losses train apart.
+    kind: ClassVar[str] = ""
+
+    # --- what subclasses choose ----------------------------------------------------------------
+
+    def make_head(self, hp: NeckLearnerHparams, ctx: Context, num_base: int) -> nn.Module:
+        """The classifier over the neck's output, built before the base session."""
+        raise NotImplementedError
+
+    def head_recipe(self, hp: NeckLearnerHparams, ctx: Context) -> dict[str, Any]:
+        """What defines the classifier and the loss, for the base model's cache key."""
+        return {}
+
+    def loss(self, head: nn.Module, features: torch.Tensor, labels: torch.Tensor, num_seen: int,
+             reweight: bool) -> torch.Tensor:
+        """The training loss (before ``loss_weight``) of unit-norm ``features``."""
+        return cross_entropy_loss(self.logits(head, features, num_seen), labels, reweight)
+
+    def logits(self, head: nn.Module, features: torch.Tensor, num_seen: int) -> torch.Tensor:
+        """``(B, num_seen)`` logits of unit-norm ``features``."""
+        return head(features, num_seen)
+
+    def extend_head(self, head: nn.Module, num_seen: int) -> None:
+        """Make room for the classes of a new session (a fixed ETF already has every class)."""
+
+    # --- the stages ----------------------------------------------------------------------------
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        hp: NeckLearnerHparams = ctx.hparams
+        self.hp = hp
+        num_base = session.num_seen
+        pretrained_sha = None
+        if hp.pretrained_path:
+            weights = Path(hp.pretrained_path).expanduser()
+            if not weights.is_file():
+                raise FileNotFoundError(f"pretrained_path {hp.pretrained_path!r}: no such file (a state_dict of {hp.backbone} weights)")
+            pretrained_sha = sha256_file(weights)
+            ctx.extra["backbone_init"] = f"pretrained weights from {hp.pretrained_path} (sha256 {pretrained_sha[:16]})"
+            ctx.extra["extra_data"] = f"backbone weights pretrained outside the benchmark: {hp.pretrained_path}"
+        else:
+            ctx.extra["backbone_init"] = "trained from scratch on the base session"
+            ctx.extra["extra_data"] = None
+        warm_backbone, warm_key = None, None
+        if not hp.train_backbone and hp.warm_start is None and not hp.pretrained_path:
+            raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained_path")
+        if hp.warm_start is not None:
+            if hp.pretrained_path:
+                raise ValueError("warm_start and pretrained_path are exclusive: choose one backbone initialisation")
+            warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
+            warm_key = ctx.extra.pop("base_model")["key"]
+            ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
+                                          "with this method's classifier and loss")
+        recipe = {
+            "kind": self.kind,
+            "version": ETF_BASE_VERSION,
+            "backbone": hp.backbone,
+            "pretrained_sha256": pretrained_sha,
+            "warm_start": warm_key,
+            "train_backbone": hp.train_backbone,
+            "feature_dim": hp.feature_dim,
+            "head": self.head_recipe(hp, ctx),
+            "loss_weight": hp.loss_weight,
+            "reweight": hp.base_reweight,
+            "sgd": recipe_key(hp.base),
+            "classes": num_base,
+            "total_classes": ctx.num_classes_total,
+        }
+
+        def build() -> NeckModel:
+            backbone = build_backbone(hp.backbone)
+            neck = ProjectionNeck(backbone.out_dim, hp.feature_dim)
+            return NeckModel(backbone, neck, self.make_head(hp, ctx, num_base), num_base)
+
+        def train(model: NeckModel) -> None:
+            if hp.pretrained_path:
+                load_pretrained_backbone(model.backbone, hp.pretrained_path)
+            if warm_backbone is not None:
+                model.backbone.load_state_dict(warm_backbone.state_dict())
+            generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
+
+            def loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return hp.loss_weight * self.loss(model.head, features, labels, num_base, hp.base_reweight)
+
+            if hp.train_backbone:
+                train_supervised(model, session.train, loss, hp.base, ctx, desc="base session",
+                                 forward=model.embed, generator=generator)
+                feats, labels = extract_features(model.backbone, session.train, ctx)
+            else:
+                feats, labels = (cached_features(ctx, model.backbone, warm_key, session.train, tag="eval") if warm_key
+                                 else extract_features(model.backbone, session.train, ctx))
+                train_on_features([model.neck, model.head], feats, labels, lambda f, y: loss(model.neck(f), y),
+                                  hp.base, ctx, desc="base session (neck)", generator=generator)
+            model.base_means.copy_(class_means(feats, labels, session.new_classes))
+
+        self.model: NeckModel = cached_model(ctx, recipe, build, train)
+        self.model.backbone.requires_grad_(False)
+        self.model.eval()
+        self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
+        self.means = self.model.base_means.clone()
+        self.mean_labels = torch.tensor(session.new_classes, device=ctx.device)
+        self.num_seen = num_base
+
+    def session_features(self, session: Session, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features ``(N, 1 + augmented_views, C)`` of the session's samples (view 0: the
+        test-time transform) and their labels, computed once with the backbone in evaluation mode."""
+        generator = torch.Generator().manual_seed(ctx.stage_seed("session-views", session.index))
+        views = feature_views(self.model.backbone, session.train, ctx, ctx.hparams.augmented_views, generator)
+        return views, session.train.labels.to(ctx.device)
+
+    def fit_session(self, session: Session, ctx: Context) -> None:
+        views, labels = self.session_features(session, ctx)
+        self.extend_head(self.model.head, session.num_seen)
+        self.tune_neck(views, labels, session, ctx)
+        self.means = torch.cat([self.means, class_means(views[:, 0], labels, session.new_classes)])
+        self.mean_labels = torch.cat([self.mean_labels, torch.tensor(session.new_classes, device=ctx.device)])
+        self.num_seen = session.num_seen
+        self.model.eval()
+
+    def tune_neck(self, views: torch.Tensor, labels: torch.Tensor, session: Session, ctx: Context) -> None:
+        """Fine-tune the neck (and a learnable classifier) on the few-shot features plus the old means."""
+        hp: NeckLearnerHparams = ctx.hparams
+        recipe = hp.session
+        model = self.model
+        params = [p for p in [*model.neck.parameters(), *model.head.parameters()] if p.requires_grad]
+        loop = OptimisationLoop(sgd(params, recipe), recipe.lr_at, ctx.device)
+        n_new, n_views = views.shape[:2]
+        pool = n_new + len(self.means)
+        batch = min(recipe.batch_size, pool)
+        generator = torch.Generator().manual_seed(ctx.stage_seed("neck-steps", session.index))
+        model.neck.train()
+        model.head.train()
+        with _one_cpu_thread(ctx.device):
+            for _ in ctx.progress(range(recipe.steps), desc=f"session {session.index} neck", total=recipe.steps):
+                idx = torch.randperm(pool, generator=generator)[:batch].to(ctx.device)
+                view = torch.randint(n_views, (batch,), generator=generator).to(ctx.device)
+                is_new = idx < n_new
+                new_idx, old_idx = idx.clamp(max=n_new - 1), (idx - n_new).clamp(min=0)
+                x = torch.where(is_new[:, None], views[new_idx, view], self.means[old_idx])
+                y = torch.where(is_new, labels[new_idx], self.mean_labels[old_idx])
+                loop.set_lr()
+                loss = hp.loss_weight * self.loss(model.head, model.neck(x), y, session.num_seen, hp.session_reweight)
+                loop.step(loss, batch)
+        model.eval()
+
+    def head_weights(self, head: nn.Module, num_seen: int) -> torch.Tensor | None:
+        """The ``(num_seen, feature_dim)`` classifier vectors of the seen classes over the neck's
+        output (None when the classifier has no such vectors)."""
+        return None
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The neck's unit-norm output (the features the classifier acts on)."""
+        self.model.eval()
+        return self.model.neck(self.test_features(images))
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.logits(self.model.head, features, self.num_seen)
+
+    def classifier_weights(self) -> torch.Tensor | None:
+        return self.head_weights(self.model.head, self.num_seen)
+
+    def memory(self) -> MemoryDeclaration:
+        means = getattr(self, "means", None)
+        if means is None:
+            return MemoryDeclaration(notes="nothing kept yet")
+        n, d = means.shape
+        return MemoryDeclaration(
+            feature_vectors=n,
+            bytes=n * d * means.element_size(),
+            notes="one mean backbone feature per class learned so far (base classes: whole base set; "
+                  "later classes: their few shots), replayed when fine-tuning the neck",
+        )
+
+
+class FixedETFLearner(NeckLearner):
+    """A :class:`NeckLearner` whose classifier is a fixed simplex ETF over every class of the
+    benchmark (``ctx.num_classes_total`` columns, seeded by the run's seed)."""
+
+    def make_head(self, hp: NeckLearnerHparams, ctx: Context, num_base: int) -> nn.Module:
+        return FixedETFClassifier(ctx.num_classes_total, hp.feature_dim, seed=ctx.stage_seed("etf"))
+
+    def head_recipe(self, hp: NeckLearnerHparams, ctx: Context) -> dict[str, Any]:
+        return {"classifier": "fixed-simplex-etf", "classes": ctx.num_classes_total, "dim": hp.feature_dim}
+
+    def head_weights(self, head: nn.Module, num_seen: int) -> torch.Tensor:
+        """The ETF prototypes of the seen classes, one per row."""
+        return head.prototypes[:, :num_seen].T
