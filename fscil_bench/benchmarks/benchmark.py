@@ -2,7 +2,9 @@
 
 A benchmark id is ``name@version`` (``glyphs100@1``). Anything that changes what a method is
 trained or tested on - the schedule, a transform, the generated data - bumps the version;
-records name the version they ran and reports never mix versions.
+records name the version they ran and reports never mix versions. Other few-shot draws and
+class orders of the same benchmark (:mod:`fscil_bench.benchmarks.variants`) are not new
+versions: a run names its split and order beside the benchmark id.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from fscil_bench.data.arrays import BatchTransform, ImageArray
 from fscil_bench.protocol import BenchmarkInfo
+from fscil_bench.schedules.draws import Variant
 from fscil_bench.schedules.schedule import Schedule
 
 
@@ -22,7 +25,11 @@ class BenchmarkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A loaded benchmark: the schedule, the full train pool, the full test set, transforms."""
+    """A loaded benchmark: the schedule, the full train pool, the full test set, transforms.
+
+    ``variant`` names the few-shot draw and class order of ``schedule`` (the standard ones
+    unless built by :func:`fscil_bench.benchmarks.variants.benchmark_variant`).
+    """
 
     name: str
     version: int
@@ -33,6 +40,7 @@ class Benchmark:
     train_transform: BatchTransform
     eval_transform: BatchTransform
     manifest: dict
+    variant: Variant = Variant()
 
     @property
     def id(self) -> str:

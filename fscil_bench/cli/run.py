@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,13 @@ from fscil_bench.cli.common import UserError, command_line, parse_device, split_
 from fscil_bench.defaults import DATA_ROOT_ENV, default_cache_dir
 
 DEFAULT_BENCHMARK = "glyphs100"
+
+RUN_EXAMPLES = """examples:
+  fscil-bench run --methods prototype --seeds 0 1 2           # three model seeds, the standard split and order
+  fscil-bench run --methods prototype --splits 0 1 2 3         # the standard shots and three other draws of them
+  fscil-bench run --methods prototype --orders 0 1 2           # the standard class order and two shuffles of it
+  fscil-bench run --seeds 0 1 2 --splits 0 1 2 3 --orders 0 1 2  # every combination: 36 runs per method
+"""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -61,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return max(code, 1 if registry.errors else 0)
     try:
         outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
-                            force=args.force, command=command, echo=log)
+                            force=args.force, command=command, echo=log, splits=args.splits, orders=args.orders)
     except BenchmarkError as exc:
         raise UserError(str(exc)) from exc
     finally:
@@ -82,6 +90,10 @@ def _check_parallel_options(args: argparse.Namespace, device) -> None:
                         "(or --slurm-gpus N for data-parallel Slurm jobs)")
     if args.sync_batchnorm and device.type != "cuda" and not (args.executor == "slurm" and args.slurm_gpus):
         raise UserError("--sync-batchnorm needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+    for name in ("splits", "orders"):
+        bad = [v for v in getattr(args, name) if v < 0]
+        if bad:
+            raise UserError(f"--{name} must be integers >= 0 (0 is the standard one), not {bad[0]}")
     for name in ("workers", "slurm_time", "slurm_mem", "slurm_cpus"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -92,7 +104,7 @@ def _check_parallel_options(args: argparse.Namespace, device) -> None:
 
 def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: list[str], store, device, cache_dir: Path,
                      load_options, command: str) -> int:
-    """Run (``local``) or submit (``slurm``) one job per unfinished (benchmark, method, seed)."""
+    """Run (``local``) or submit (``slurm``) one job per unfinished (benchmark, method, seed, split, order)."""
     from fscil_bench.benchmarks.benchmark import BenchmarkError
     from fscil_bench.benchmarks.registry import get_benchmark
     from fscil_bench.results.store import RunKey
@@ -118,14 +130,14 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
     jobs, skipped = [], 0
     for name in benchmarks:
         spec = get_benchmark(name)
-        for method in methods:
-            for seed in args.seeds:
-                key = RunKey(spec.id, method, args.preset, seed)
-                if not args.force and store.is_complete(key):
-                    skipped += 1
-                    print(f"{key.describe()}: already complete, skipped")
-                else:
-                    jobs.append(GridJob(**{**template.__dict__, "benchmark": name, "method": method, "seed": seed}))
+        for method, seed, split, order in itertools.product(methods, args.seeds, args.splits, args.orders):
+            key = RunKey(spec.id, method, args.preset, seed, split, order)
+            if not args.force and store.is_complete(key):
+                skipped += 1
+                print(f"{key.describe()}: already complete, skipped")
+            else:
+                jobs.append(GridJob(**{**template.__dict__, "benchmark": name, "method": method, "seed": seed,
+                                       "split": split, "order": order}))
     try:
         if args.executor == "slurm":
             folder = Path(args.slurm_folder).resolve()
@@ -154,10 +166,18 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run methods through a benchmark's sessions and store the results")
+    run = sub.add_parser("run", help="run methods through a benchmark's sessions and store the results",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--benchmark", "-b", action="append", help=f"benchmark name(s), comma-separated (default: {DEFAULT_BENCHMARK})")
     run.add_argument("--methods", "-m", action="append", help="method name(s), comma-separated (default: all registered)")
     run.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    run.add_argument("--splits", type=int, nargs="+", default=[0], metavar="S",
+                     help="few-shot draws: 0 is the standard lists, S > 0 redraws every incremental class's shots "
+                          "from its training pool with seed S, base session unchanged (default: 0; e.g. --splits 0 1 2 3)")
+    run.add_argument("--orders", type=int, nargs="+", default=[0], metavar="O",
+                     help="class orders: 0 is the standard order, O > 0 shuffles which novel classes arrive in which "
+                          "session with seed O, base classes unchanged (default: 0; e.g. --orders 0 1 2); every seed x "
+                          "split x order is run")
     run.add_argument("--preset", default="quick", help="hyperparameter preset (default: quick)")
     run.add_argument("--plugin", action="append", metavar="FILE.py", help="a Python file defining extra methods")
     run.add_argument("--output", "-o", default="runs", help="results folder (default: ./runs)")

@@ -1,6 +1,6 @@
 """Run a benchmark grid as separate jobs, through submitit: local worker processes or a Slurm job array.
 
-A grid is every (benchmark, method, seed) of a ``fscil-bench run`` command; each becomes one
+A grid is every (benchmark, method, seed, split, order) of a ``fscil-bench run`` command; each becomes one
 :class:`GridJob`, which a worker process runs with :func:`run_job`:
 
 * ``--executor local --workers N``: at most N jobs at a time, each in its own process on this
@@ -40,7 +40,7 @@ class ExecutorError(RuntimeError):
 
 @dataclass(frozen=True)
 class GridJob:
-    """One (benchmark, method, seed) run and everything a fresh process needs to do it.
+    """One (benchmark, method, seed, split, order) run and everything a fresh process needs to do it.
 
     Paths are absolute, so a worker started in another folder (or on another node sharing the
     file system) finds the same results store, cache and plugins.
@@ -60,10 +60,13 @@ class GridJob:
     threads: int | None = None  # torch threads in the worker (None: torch's default)
     sync_batchnorm: bool = False
     bf16: bool = False
+    split: int = 0  # few-shot draw (0: the standard lists)
+    order: int = 0  # class order (0: the standard order)
 
     @property
     def label(self) -> str:
-        return f"{self.benchmark} {self.method} [{self.preset}] seed {self.seed}"
+        extra = "".join(f" {k} {v}" for k, v in (("split", self.split), ("order", self.order)) if v)
+        return f"{self.benchmark} {self.method} [{self.preset}] seed {self.seed}{extra}"
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def run_job(job: GridJob) -> tuple[str, str]:
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
         store = ResultsStore(job.output)
         spec = get_benchmark(job.benchmark)
-        key = RunKey(spec.id, job.method, job.preset, job.seed)
+        key = RunKey(spec.id, job.method, job.preset, job.seed, job.split, job.order)
         quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
                              log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm)
@@ -150,7 +153,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()
         with lock:
             outcomes = run_grid([job.benchmark], [job.method], [job.seed], job.preset, registry, store, options,
-                                load_options, force=job.force, command=job.command, echo=lambda msg: None)
+                                load_options, force=job.force, command=job.command, echo=lambda msg: None,
+                                splits=[job.split], orders=[job.order])
     finally:
         distributed.shutdown()
     return outcomes[0].status, outcomes[0].summary

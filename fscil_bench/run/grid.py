@@ -1,4 +1,4 @@
-"""Run a grid of (benchmark, method, seed) runs into a results store, skipping finished ones."""
+"""Run a grid of (benchmark, method, seed, split, order) runs into a results store, skipping finished ones."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 from fscil_bench import distributed
 from fscil_bench.benchmarks.benchmark import Benchmark, LoadOptions
 from fscil_bench.benchmarks.registry import get_benchmark
+from fscil_bench.benchmarks.variants import benchmark_variant
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
 from fscil_bench.run.methods import MethodRegistry
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
+from fscil_bench.schedules.draws import variant_record
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         "split": key.split,
         "order": key.order,
         "track": key.track,
+        # The schedule this run used: split, order, digest (and, for a variant, its class order and shots).
+        "schedule": variant_record(bench.schedule, bench.variant),
         "config": result.config,
         "environment": environment(),
         "hardware": hardware(device),
@@ -49,6 +53,7 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         "finished_at": now_iso(),
         "timing": result.timing,
         "memory": result.memory,
+        "peak_memory": result.peak_memory,
         "extra": result.extra,
         "sessions_done": result.sessions_done,
         "metrics": result.metrics,
@@ -83,12 +88,17 @@ def run_grid(
     force: bool = False,
     command: str | None = None,
     echo: Callable[[str], None] = print,
+    splits: Sequence[int] = (0,),
+    orders: Sequence[int] = (0,),
 ) -> list[RunOutcome]:
-    """Run every (benchmark, method, seed); a completed record is skipped unless ``force``."""
+    """Run every (benchmark, method, seed, split, order); a completed record is skipped unless
+    ``force``. Splits and orders are the few-shot draws and class orders of
+    :mod:`fscil_bench.schedules.draws` (0: the standard ones)."""
     outcomes: list[RunOutcome] = []
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
-        keys = [RunKey(spec.id, m, preset, s) for m in methods for s in seeds]
+        keys = [RunKey(spec.id, m, preset, s, split, order)
+                for m in methods for s in seeds for split in splits for order in orders]
         # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
         todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
         for k in keys:
@@ -97,9 +107,13 @@ def run_grid(
                 echo(outcomes[-1].summary)
         if not todo:
             continue
-        bench = spec.load(load_options)
+        standard = spec.load(load_options)
+        variants: dict[tuple[int, int], Benchmark] = {}
         for key in todo:
             method_cls = registry.get(key.method)
+            if (key.split, key.order) not in variants:
+                variants[key.split, key.order] = benchmark_variant(standard, key.split, key.order)
+            bench = variants[key.split, key.order]
             started = now_iso()
             result = run_method(bench, method_cls, preset, key.seed, options)
             if distributed.is_main_process():

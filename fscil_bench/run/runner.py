@@ -38,6 +38,7 @@ from fscil_bench.protocol import (
     hparams_to_dict,
     no_progress,
 )
+from fscil_bench.run.peak_memory import PeakMemory
 
 
 class ProtocolError(RuntimeError):
@@ -61,6 +62,8 @@ class RunResult:
     #: ``{"sessions": [one dict per evaluated session], "seconds": [...]}``, or None when the
     #: method has no ``embed`` (see :func:`session_diagnostics`).
     diagnostics: dict[str, Any] | None = None
+    #: Peak memory of the run above its start (see :mod:`fscil_bench.run.peak_memory`).
+    peak_memory: dict[str, Any] | None = None
 
 
 @dataclass
@@ -200,8 +203,16 @@ def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, optio
     """Run ``method_cls`` with ``preset`` and ``seed`` through every session of ``bench``.
 
     A method that raises is caught: the result is ``failed`` with the traceback and the
-    session it failed in.
+    session it failed in. The result's ``peak_memory`` is measured around the whole run
+    (:class:`fscil_bench.run.peak_memory.PeakMemory`).
     """
+    with PeakMemory(options.device) as peak:
+        result = _run_sessions(bench, method_cls, preset, seed, options)
+    result.peak_memory = peak.result
+    return result
+
+
+def _run_sessions(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions) -> RunResult:
     try:
         hparams = method_cls.resolve_preset(preset, bench.family) if hasattr(method_cls, "resolve_preset") else None
     except KeyError as exc:
