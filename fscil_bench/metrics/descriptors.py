@@ -33,9 +33,14 @@ from fscil_bench.metrics.fscil import (
     accuracy_matrix,
     average_accuracy,
     backward_transfer,
+    average_harmonic_mean,
     base_novel_accuracy,
+    class_wise_base_novel,
     forgetting_initial_per_session,
     forgetting_max_per_session,
+    gacc_alphas,
+    gacc_auc,
+    generalised_accuracy,
     last_accuracy,
     performance_drop,
     session_accuracies,
@@ -43,7 +48,7 @@ from fscil_bench.metrics.fscil import (
 from fscil_bench.metrics.inputs import NAN, check_groups, json_float
 
 UNITS = ("percent", "number", "seconds", "count")
-SHAPES = ("run", "session", "matrix")
+SHAPES = ("run", "session", "matrix", "alpha")
 SOURCES = ("predictions", "diagnostics", "timing")
 
 
@@ -91,6 +96,17 @@ class RunOutputs:
         num_base = self.groups[0][1] - self.groups[0][0]
         return [base_novel_accuracy(y, p, num_base) for y, p in zip(self.labels, self.preds)]
 
+    @cached_property
+    def class_wise(self) -> list[tuple[float, float, float]]:
+        """Class-wise ``(base, novel, harmonic mean)`` accuracy per session."""
+        num_base = self.groups[0][1] - self.groups[0][0]
+        return [class_wise_base_novel(y, p, num_base) for y, p in zip(self.labels, self.preds)]
+
+    @cached_property
+    def gacc(self) -> list[float]:
+        """``gAcc(alpha)`` for alpha = 0 .. floor(B/W) (:func:`~fscil_bench.metrics.fscil.gacc_alphas`)."""
+        return generalised_accuracy(self.matrix, gacc_alphas(self.groups))
+
     def diagnostic(self, name: str) -> list[float]:
         """A stored diagnostic per session (NaN where absent); ``align_base`` is the base group's alignment."""
         out = []
@@ -113,7 +129,8 @@ class MetricDescriptor:
         definition: one sentence, with its formula.
         direction: "higher" or "lower" is better, or None (not ranked).
         unit: "percent" (a fraction shown x100), "number", "seconds" or "count".
-        shape: "run" (one value), "session" (one per session) or "matrix" (``A[t][g]``).
+        shape: "run" (one value), "session" (one per session), "matrix" (``A[t][g]``) or "alpha"
+            (one per alpha of gAcc's grid, 0 .. floor(B/W)).
         source: "predictions", "diagnostics" or "timing" (see the module docstring).
         compute: the value from a :class:`RunOutputs` (NaN when undefined).
         column: shown as a leaderboard column (run-shaped metrics only).
@@ -177,6 +194,30 @@ METRICS: tuple[MetricDescriptor, ...] = (
     MetricDescriptor(
         "hm_last", "HM (last)", "Harmonic mean of base and novel accuracy after the last session.", "higher",
         "percent", "run", "predictions", lambda r: r.base_novel[-1][2] if r.base_novel else NAN, column=True),
+    MetricDescriptor(
+        "hm_class_wise", "HM (class-wise)", "Class-wise harmonic mean per session t >= 1 (OrCo, CVPR 2024): "
+        "2ab/(a+b) with a the mean per-class accuracy over the base classes and b the mean per-class accuracy over "
+        "every novel class seen so far (each class weighs the same, unlike HM); undefined at session 0.", "higher",
+        "percent", "session", "predictions", lambda r: [h for _, _, h in r.class_wise]),
+    MetricDescriptor(
+        "hm_avg", "HM avg", "Average harmonic mean (OrCo's headline): mean of the class-wise harmonic mean over the "
+        "incremental sessions t = 1..T (session 0 excluded).", "higher", "percent", "run", "predictions",
+        lambda r: average_harmonic_mean([h for _, _, h in r.class_wise]), column=True),
+    MetricDescriptor(
+        "gacc", "gAcc(alpha)", "Generalised average accuracy (Tang et al., ECCV 2024) for alpha = 0, 1, ..., "
+        "floor(B/W) (B base classes, W ways): gAcc(alpha) = mean over sessions i = 0..T of g_i(alpha), "
+        "g_i(alpha) = (alpha A[i][0] + sum_{j=1..i} A[i][j]) / (alpha + i) for i >= 1 and g_0 = A[0][0]: each "
+        "session's per-task accuracies with the base task weighted alpha and every incremental task 1. The official "
+        "code (iSEE-Laboratory/Revisting_FSCIL models/metric.py) rounds per-task accuracies to 0.1 point and counts "
+        "g_0(0) as 0; we do neither.", "higher", "percent", "alpha", "predictions", lambda r: r.gacc),
+    MetricDescriptor(
+        "gacc_1", "gAcc(1)", "gAcc at alpha = 1: the mean over sessions of the plain mean of the per-task "
+        "accuracies (the base task counts as one task).", "higher", "percent", "run", "predictions",
+        lambda r: r.gacc[1] if len(r.gacc) > 1 else NAN, column=True),
+    MetricDescriptor(
+        "gacc_auc", "gAcc AUC", "Area under gAcc(alpha) over alpha = 0..floor(B/W) by the trapezoid rule, divided by "
+        "floor(B/W): the curve's mean height (as in the official code); undefined when floor(B/W) = 0.", "higher",
+        "percent", "run", "predictions", lambda r: gacc_auc(r.gacc, gacc_alphas(r.groups)), column=True),
     MetricDescriptor(
         "acc_matrix", "A[t][g]", "A[t][g]: top-1 accuracy after session t on the test samples of the classes "
         "introduced in session g (g <= t; empty above the diagonal).", "higher", "percent", "matrix",

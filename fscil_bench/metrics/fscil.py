@@ -46,6 +46,11 @@ __all__ = [
     "backward_transfer",
     "forgetting_max_per_session",
     "forgetting_initial_per_session",
+    "class_wise_base_novel",
+    "average_harmonic_mean",
+    "gacc_alphas",
+    "generalised_accuracy",
+    "gacc_auc",
 ]
 
 
@@ -301,3 +306,89 @@ def forgetting_initial_per_session(A: np.ndarray) -> list[float]:
     """
     M, last = _check_matrix(A, None)
     return [_forgetting(M, t, "initial") for t in range(last + 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# balanced summaries: class-wise harmonic mean (OrCo) and generalised average accuracy (gAcc)
+# --------------------------------------------------------------------------------------------
+
+
+def _class_mean_accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over the classes present in ``y`` of each class's top-1 accuracy; NaN if ``y`` is empty."""
+    classes = np.unique(y)
+    if classes.size == 0:
+        return NAN
+    return float(np.mean([np.count_nonzero(p[y == c] == c) / np.count_nonzero(y == c) for c in classes]))
+
+
+def class_wise_base_novel(labels: Any, preds: Any, num_base_classes: int) -> tuple[float, float, float]:
+    """Class-wise (macro) base accuracy, novel accuracy and their harmonic mean for one session.
+
+    * base  = mean over the base classes present in ``labels`` of each class's top-1 accuracy;
+    * novel = the same mean over the novel classes present (every class ``>= num_base_classes``
+      seen so far, one vote per class);
+    * hm    = ``harmonic_mean(base, novel)``.
+
+    Unlike :func:`base_novel_accuracy` (sample-weighted), every class weighs the same; the two
+    agree when every class has the same number of test samples. NaN where a side has no class.
+    """
+    y, p = _pair(labels, preds)
+    is_base = y < int(num_base_classes)
+    base = _class_mean_accuracy(y[is_base], p[is_base])
+    novel = _class_mean_accuracy(y[~is_base], p[~is_base])
+    return base, novel, harmonic_mean(base, novel)
+
+
+def average_harmonic_mean(hm_per_session: Sequence[float]) -> float:
+    """Session-averaged harmonic mean ``(1/T) * sum_{t=1..T} HM_t`` (session 0 excluded: it
+    has no novel class); NaN when ``T == 0`` or a session's HM is NaN."""
+    vals = [float(h) for h in hm_per_session[1:]]
+    return float(sum(vals) / len(vals)) if vals else NAN
+
+
+def gacc_alphas(groups: Sequence[tuple[int, int]]) -> list[int]:
+    """The alpha grid of gAcc: the integers ``0 .. floor(B / W)`` with ``B`` the base classes and
+    ``W`` the classes of session 1 (the way); ``[0]`` alone when there is no incremental session."""
+    grp = check_groups(groups)
+    if len(grp) < 2:
+        return [0]
+    base, way = grp[0][1] - grp[0][0], grp[1][1] - grp[1][0]
+    return list(range(base // way + 1))
+
+
+def generalised_accuracy(A: np.ndarray, alphas: Sequence[float]) -> list[float]:
+    """Generalised average accuracy ``gAcc(alpha)`` for every ``alpha`` (Tang et al., ECCV 2024).
+
+    With ``A[i][j]`` the accuracy after session ``i`` on the classes of session ``j``::
+
+        g_i(alpha)    = (alpha * A[i][0] + sum_{j=1..i} A[i][j]) / (alpha + i)     for i >= 1
+        g_0(alpha)    = A[0][0]
+        gAcc(alpha)   = (1/(T+1)) * sum_{i=0..T} g_i(alpha)
+
+    Each session's value is a weighted mean of its per-task accuracies in which the base task
+    weighs ``alpha`` and every incremental task 1: ``alpha = 1`` is the plain mean over tasks,
+    ``alpha = B/W`` weighs every class alike when all tasks are equally sized, large ``alpha``
+    tends to the base accuracy. NaN where an entry it needs is NaN.
+    """
+    M, last = _check_matrix(A, None)
+    out = []
+    for alpha in alphas:
+        a = float(alpha)
+        if a < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        rows = [M[0, 0]] + [(a * M[i, 0] + M[i, 1 : i + 1].sum()) / (a + i) for i in range(1, last + 1)]
+        out.append(float(np.mean(rows)))
+    return out
+
+
+def gacc_auc(curve: Sequence[float], alphas: Sequence[float]) -> float:
+    """Area under the gAcc curve over ``alphas``, normalised by their span: the trapezoid rule,
+    divided by ``alphas[-1] - alphas[0]``, so a fraction in [0, 1] (the curve's mean height).
+    NaN with a single alpha (a span of 0)."""
+    x = np.asarray(alphas, dtype=np.float64)
+    y = np.asarray(curve, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"curve and alphas differ in shape: {y.shape} vs {x.shape}")
+    if x.size < 2 or x[-1] == x[0]:
+        return NAN
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
