@@ -1,12 +1,18 @@
 """Read the results store and aggregate records per benchmark and per (method, preset).
 
+A row holds every run of its (method, preset) on one benchmark id, each at its coordinates
+:class:`RunCoord` (seed, few-shot split, class order). Its ``seeds`` and ``values`` are the runs
+of the standard split and order (split 0, order 0), which the leaderboard's main table shows;
+``runs`` holds every completed run, at every coordinate, for the spreads over seeds, splits and
+orders, the paired comparisons and the cost (:mod:`fscil_bench.reporting.analysis`).
+
 Every metric of :data:`fscil_bench.metrics.descriptors.METRICS` is computed here for each
 completed record: the prediction-based ones from the run's own ``predictions.npz`` (never from the
 numbers the record stores, which are only checked against them), the diagnostics and the time from
 the record. A record whose predictions are missing or corrupt counts as failed; a record whose
 stored metrics disagree with its predictions is flagged and its recomputed values are used. A
-failed record contributes its failure; a seed that other rows of the same benchmark and preset
-have but this row lacks is listed as missing. Nothing is dropped silently.
+failed record contributes its failure; a run (seed, split, order) that other rows of the same
+benchmark and preset have but this row lacks is listed as missing. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,25 +43,73 @@ def _float(value: Any) -> float:
     return NAN if value is None else float(value)
 
 
+class RunCoord(NamedTuple):
+    """Where a run sits in the grid: its model seed, few-shot split and class order."""
+
+    seed: int
+    split: int = 0
+    order: int = 0
+
+    @property
+    def is_standard(self) -> bool:
+        return self.split == 0 and self.order == 0
+
+    def text(self) -> str:
+        """``seed 1``, or ``seed 1 split 2 order 3`` off the standard schedule."""
+        return f"seed {self.seed}" + "".join(f" {k} {v}" for k, v in (("split", self.split), ("order", self.order)) if v)
+
+
+@dataclass
+class RunSample:
+    """One completed run, as the spreads, paired tests and cost need it.
+
+    Attributes:
+        coord: the run's seed, split and order.
+        values: every run-shaped metric (NaN where undefined).
+        labels: the test labels (class ids in the run's arrival order).
+        correct: ``(sessions, N)`` bool, whether test sample ``i`` was predicted right after
+            session ``t`` (False where it was not evaluated, i.e. ``labels[i] >= num_seen(t)``).
+        evaluated: ``(sessions, N)`` bool, which samples were evaluated after each session.
+        fit_seconds, eval_seconds: summed over sessions (NaN when the record lacks them).
+        device: the device the run used (:func:`device_text`).
+        peak_memory: the record's ``peak_memory`` (None for runs recorded before it existed).
+        memory: the record's declared memory.
+    """
+
+    coord: RunCoord
+    values: dict[str, float]
+    labels: np.ndarray
+    correct: np.ndarray
+    evaluated: np.ndarray
+    fit_seconds: float = NAN
+    eval_seconds: float = NAN
+    device: str = ""
+    peak_memory: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+
+
 @dataclass
 class MethodRow:
     """Every record of one (method, preset) on one benchmark.
 
-    ``values[key]`` holds one entry per completed seed for every metric of :data:`METRICS`: a
-    float for run-shaped metrics, a list per session, a matrix.
+    ``seeds`` and ``values`` cover the completed runs of the standard split and order: ``values[key]``
+    holds one entry per such seed for every metric of :data:`METRICS` (a float for run-shaped
+    metrics, a list per session, a matrix). ``runs`` holds every completed run, at any split and
+    order. ``failed``, ``missing`` and ``flagged`` are keyed by :class:`RunCoord`, at any split and order.
     """
 
     method: str
     preset: str
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)  # completed seeds
-    failed: dict[int, str] = field(default_factory=dict)  # seed -> why
-    missing: list[int] = field(default_factory=list)  # seeds other rows of this preset have
-    flagged: dict[int, str] = field(default_factory=dict)  # seed -> why its stored numbers were not used
+    seeds: list[int] = field(default_factory=list)  # completed seeds of the standard split and order
+    failed: dict[RunCoord, str] = field(default_factory=dict)  # run -> why
+    missing: list[RunCoord] = field(default_factory=list)  # runs other rows of this preset have
+    flagged: dict[RunCoord, str] = field(default_factory=dict)  # run -> why its stored numbers were not used
     values: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    runs: list[RunSample] = field(default_factory=list)  # every completed run
 
     @property
     def label(self) -> str:
@@ -142,6 +196,38 @@ def _failure(record: dict[str, Any]) -> str:
     return f"{err.get('type', 'error')} in session {err.get('session')}"
 
 
+def _coord(record: dict[str, Any]) -> RunCoord:
+    return RunCoord(int(record["seed"]), int(record.get("split") or 0), int(record.get("order") or 0))
+
+
+def _seconds(timing: dict[str, Any], key: str) -> float:
+    return float(sum(timing[key])) if timing.get(key) else NAN
+
+
+def run_sample(coord: RunCoord, record: dict[str, Any], run: RunOutputs, values: dict[str, Any],
+               metrics: Sequence[MetricDescriptor]) -> RunSample:
+    """The :class:`RunSample` of a completed record whose predictions gave ``run`` and ``values``."""
+    labels = np.asarray(run.labels[-1]) if run.labels else np.zeros(0, np.int64)
+    sessions = len(run.preds)
+    evaluated = np.zeros((sessions, len(labels)), dtype=bool)
+    correct = np.zeros_like(evaluated)
+    for t, ((_, stop), preds) in enumerate(zip(run.groups, run.preds)):
+        rows = labels < stop
+        evaluated[t] = rows
+        correct[t, rows] = np.asarray(preds) == labels[rows]
+    timing = record.get("timing") or {}
+    return RunSample(coord, {m.key: _float(values[m.key]) for m in metrics if m.shape == "run"}, labels, correct,
+                     evaluated, _seconds(timing, "fit_seconds"), _seconds(timing, "eval_seconds"),
+                     device_text(record), record.get("peak_memory"), record.get("memory"))
+
+
+def device_text(record: dict[str, Any]) -> str:
+    """The device a run used, short: ``cpu``, ``cuda:0 (NVIDIA H100 80GB HBM3)``; ``?`` when unknown."""
+    hw = record.get("hardware") or {}
+    device = str(hw.get("device") or "?")
+    return f"{device} ({hw['gpu']})" if hw.get("gpu") else device
+
+
 def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]) -> None:
     record = entry.record
     method = record["method"]
@@ -150,45 +236,49 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     for item in extra if isinstance(extra, list) else [extra] if extra else []:
         if str(item) not in row.extra_data:
             row.extra_data.append(str(item))
-    seed = int(record["seed"])
+    coord = _coord(record)
     if record.get("status") != "completed":
-        row.failed[seed] = _failure(record)
+        row.failed[coord] = _failure(record)
         return
     if entry.predictions is None:
-        row.failed[seed] = "predictions.npz missing or corrupt"
+        row.failed[coord] = "predictions.npz missing or corrupt"
         return
     try:
-        values = compute_metrics(run_outputs(entry), metrics=metrics)
+        run = run_outputs(entry)
+        values = compute_metrics(run, metrics=metrics)
     except (KeyError, ValueError) as exc:
-        row.failed[seed] = f"predictions do not fit the record ({exc})"
+        row.failed[coord] = f"predictions do not fit the record ({exc})"
         return
     wrong = disagreements(record.get("metrics") or {}, values)
     if wrong:
-        row.flagged[seed] = "stored " + ", ".join(wrong) + " disagree with its predictions (recomputed values used)"
-    row.seeds.append(seed)
+        row.flagged[coord] = "stored " + ", ".join(wrong) + " disagree with its predictions (recomputed values used)"
+    row.runs.append(run_sample(coord, record, run, values, metrics))
+    if not coord.is_standard:
+        return
+    row.seeds.append(coord.seed)
     for m in metrics:
         value = values[m.key]
         row.values[m.key].append(_float(value) if m.shape == "run" else value)
     timing = record.get("timing") or {}
-    row.fit_seconds.append(float(sum(timing["fit_seconds"])) if timing.get("fit_seconds") else NAN)
-    row.eval_seconds.append(float(sum(timing["eval_seconds"])) if timing.get("eval_seconds") else NAN)
+    row.fit_seconds.append(_seconds(timing, "fit_seconds"))
+    row.eval_seconds.append(_seconds(timing, "eval_seconds"))
 
 
 def _mark_missing(rows: dict[tuple[str, str], MethodRow]) -> None:
-    """A seed is missing from a row when another row with the same preset has a record for it."""
-    by_preset: dict[str, set[int]] = defaultdict(set)
+    """A run is missing from a row when another row with the same preset has a record for it."""
+    by_preset: dict[str, set[RunCoord]] = defaultdict(set)
     for (_, preset), row in rows.items():
-        by_preset[preset] |= set(row.seeds) | set(row.failed)
+        by_preset[preset] |= {r.coord for r in row.runs} | set(row.failed)
     for (_, preset), row in rows.items():
-        row.missing = sorted(by_preset[preset] - set(row.seeds) - set(row.failed))
+        row.missing = sorted(by_preset[preset] - {r.coord for r in row.runs} - set(row.failed))
 
 
 def collect_entries(entries: Iterable[RecordEntry], metrics: Sequence[MetricDescriptor] = METRICS
                     ) -> dict[str, BenchmarkResults]:
-    """Group records by benchmark id, then by (method, preset); seeds in ascending order."""
+    """Group records by benchmark id, then by (method, preset); runs in ascending (seed, split, order)."""
     def order(e: RecordEntry) -> tuple:
         r = e.record
-        return (r["benchmark"]["id"], r["method"]["name"], r["preset"], int(r["seed"]))
+        return (r["benchmark"]["id"], r["method"]["name"], r["preset"], _coord(r))
 
     results: dict[str, BenchmarkResults] = {}
     for entry in sorted(entries, key=order):

@@ -13,8 +13,10 @@ import math
 from html import escape
 
 from fscil_bench.reporting.provenance import Provenance, as_items
+from fscil_bench.reporting.side_tables import SideTable
 from fscil_bench.reporting.tables import (
     COMPARISON_TITLES,
+    TIE_TITLES,
     Cell,
     Table,
     TableRow,
@@ -91,6 +93,7 @@ def _row(table: Table, row: TableRow) -> str:
     for c in table.columns:
         cell = row.cells.get(c.key, Cell())
         cells.append(_td(cell.text(c), _num(cell.mean), "best" if cell.best else ""))
+    cells += [_td(row.ties.get(k, "")) for k in table.ties]
     if table.has_comparison:
         comp = row.comparison
         texts = comparison_texts(row) if row.kind == "measured" else ["", "", ""]
@@ -102,7 +105,7 @@ def _row(table: Table, row: TableRow) -> str:
 
 
 def table_html(table: Table) -> str:
-    headers = ["Method", "Preset", "n"] + [c.title for c in table.columns]
+    headers = ["Method", "Preset", "n"] + [c.title for c in table.columns] + [TIE_TITLES[k] for k in table.ties]
     headers += list(COMPARISON_TITLES) if table.has_comparison else []
     headers.append("Notes")
     head = "".join(f'<th class="text">{escape(h)}</th>' if h in ("Method", "Preset", "Notes") else f"<th>{escape(h)}</th>"
@@ -116,16 +119,28 @@ def table_html(table: Table) -> str:
     return "\n".join(parts)
 
 
+def side_table_html(side: SideTable) -> str:
+    """A side table as a sortable table (text columns sort as text, numbers by their value)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in side.headers)
+    body = "".join("<tr>" + "".join(_td(text, None if value is None else _num(value), "" if value is not None else "text")
+                                    for text, value in zip(texts, values)) + "</tr>"
+                   for texts, values in zip(side.rows, side.sort_values))
+    return (f'<h2 id="{escape(side.anchor)}">{escape(side.title)}</h2>\n<div class="scroll"><table class="sortable">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n"
+            '<div class="legend">' + "".join(f"<p>{escape(p)}</p>" for p in side.legend) + "</div>")
+
+
 def _img(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<figure><img alt="{escape(title)}" title="{escape(title)}" src="data:image/png;base64,{data}"><figcaption>{escape(title)}</figcaption></figure>'
 
 
 def page(table: Table, legend: list[str], figures: list[tuple[str, bytes]], definitions: dict[str, str],
-         provenance: Provenance) -> str:
+         provenance: Provenance, sides: list[SideTable] | None = None) -> str:
     """The standalone page of one benchmark."""
     body = [f"<h1>{escape(table.benchmark)}</h1>", '<p><a href="index.html">all benchmarks</a></p>',
             table_html(table), '<div class="legend">' + "".join(f"<p>{escape(p)}</p>" for p in legend) + "</div>"]
+    body += [side_table_html(side) for side in sides or []]
     if figures:
         body.append("<h2>Plots</h2>")
         body += [_img(title, png) for title, png in figures]

@@ -1,7 +1,7 @@
 """Where a leaderboard's numbers come from, taken from the records themselves.
 
-The run commands, code versions (package version and git commit), hardware, presets and the
-first start / last finish times of the runs. Nothing here reads the clock, so a report is
+The run commands, code versions (package version and git commit), hardware, presets, the
+few-shot splits and class orders, and the first start / last finish times of the runs. Nothing here reads the clock, so a report is
 byte-identical for the same records.
 """
 
@@ -22,6 +22,7 @@ class Provenance:
     code_versions: list[str]
     hardware: list[str]
     presets: list[str]
+    schedules: list[str]
     first_started: str | None
     last_finished: str | None
     num_records: int
@@ -50,6 +51,13 @@ def hardware_text(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def schedules_text(records: list[dict[str, Any]]) -> list[str]:
+    """The few-shot splits and class orders the records ran, e.g. ``["splits 0, 1, 2; orders 0, 1"]``."""
+    splits = sorted({int(r.get("split") or 0) for r in records})
+    orders = sorted({int(r.get("order") or 0) for r in records})
+    return [f"splits {', '.join(map(str, splits))}; orders {', '.join(map(str, orders))} (0: the standard one)"]
+
+
 def gather(records: Iterable[dict[str, Any]], report_command: str | None = None) -> Provenance:
     """The provenance of ``records`` (each list sorted and without repeats)."""
     records = list(records)
@@ -62,6 +70,7 @@ def gather(records: Iterable[dict[str, Any]], report_command: str | None = None)
         code_versions=sorted({code_version(r) for r in records}),
         hardware=sorted({hardware_text(r) for r in records}),
         presets=sorted({str(r.get("preset")) for r in records}),
+        schedules=schedules_text(records),
         first_started=started[0] if started else None,
         last_finished=finished[-1] if finished else None,
         num_records=len(records),
@@ -77,6 +86,7 @@ def as_items(p: Provenance) -> list[tuple[str, list[str]]]:
         ("Code versions", p.code_versions or ["unknown"]),
         ("Hardware", p.hardware or ["unknown"]),
         ("Presets", p.presets or ["unknown"]),
+        ("Few-shot splits and class orders", p.schedules or ["unknown"]),
         ("Runs", [f"{p.num_records} records, started/finished {dates}"]),
     ]
 

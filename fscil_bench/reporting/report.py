@@ -1,9 +1,12 @@
 """Leaderboards from the results store: per benchmark a Markdown table, a CSV, PNG plots and a
 standalone HTML page, plus an ``index.html`` linking the pages.
 
-Rows aggregate the seeds of one (method, preset): mean ± sample std over seeds, with n. A
-failed run or a missing seed is never dropped silently: the row says how many seeds completed,
-which failed and which are missing. Published numbers (``reported_results.json``) appear as
+Rows aggregate the seeds of one (method, preset) on the standard few-shot split and class order:
+mean ± sample std over seeds, with n. Runs on other splits and orders feed the tables under it
+(:mod:`~fscil_bench.reporting.side_tables`): the spread of each source of variance, paired
+comparisons with the best row (which also mark the rows indistinguishable from it), and the cost
+of each row. A failed run or a missing run is never dropped silently: the row says how many
+seeds completed, which runs failed and which are missing. Published numbers (``reported_results.json``) appear as
 separate "reported" rows; a measured row whose (benchmark family, method, preset) matches one
 gets "measured - reported" and pass/fail against the entry's tolerance. Markdown and CSV are
 byte-identical for the same records (fixed order and float format; the only dates are those
@@ -23,6 +26,7 @@ from fscil_bench.metrics import descriptors
 from fscil_bench.metrics.descriptors import METRICS, MetricDescriptor
 from fscil_bench.reporting import html, plots, provenance
 from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, collect
+from fscil_bench.reporting.side_tables import side_tables
 from fscil_bench.reporting.reported import (
     DEFAULT_TOLERANCE,
     ReportedEntry,
@@ -55,12 +59,16 @@ def pick_heatmap_row(bench: BenchmarkResults, method: str | None) -> MethodRow |
 
 def legend_lines(table: Table, tolerance_note: bool) -> list[str]:
     lines = [
-        "Top-1 accuracy (%) after each session, mean ± sample std over the n completed seeds; "
-        "diagnostics (NC1, equiangularity, alignment) are means over the seeds that recorded them.",
+        "Top-1 accuracy (%) after each session, mean ± sample std over the n completed seeds of the standard "
+        "few-shot split and class order (split 0, order 0); diagnostics (NC1, equiangularity, alignment) are means "
+        "over the seeds that recorded them.",
         "Bold: the best measured value of each column among non-oracle methods (higher is better for accuracies "
         "and alignment; lower for PD, forgetting, NC1 and equiangularity). Time (s) is the mean wall time of a "
         "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked.",
-        "Failed runs and missing seeds are listed in Notes; their cells are not part of the mean. Every "
+        "≈ best (Avg), ≈ best (Last): whether the row is statistically indistinguishable from the bold row at 95% "
+        "(yes / no), by a paired comparison over every run both rows completed at the same seed, split and order "
+        "(see Paired comparisons with the best).",
+        "Failed runs and missing runs are listed in Notes; their cells are not part of the mean. Every "
         "accuracy is recomputed from the run's saved predictions; a run whose stored numbers disagree with them is "
         "named in Notes.",
     ]
@@ -122,21 +130,28 @@ def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None
         defs = definitions(metrics)
 
         md_path, csv_path, html_path = (out_dir / f"{bench.stem}{ext}" for ext in (".md", ".csv", ".html"))
+        sides = side_tables(bench, table)
         lines = [f"# {bench.id}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
+        for side in sides:
+            lines += ["", f"## {side.title}", "", side.to_markdown(), ""] + [f"{line}  " for line in side.legend]
         if figures:
             lines += ["", "## Plots", ""] + [f"![{title}]({bench.stem}-{suffix}.png)" for suffix, title, _ in figures]
         lines += ["", "## Definitions", ""] + [f"- **{k}**: {v}" for k, v in defs.items()]
         lines += ["", "## Provenance", ""] + provenance.to_markdown(prov)
         atomic_write_text(md_path, "\n".join(lines) + "\n")
-        atomic_write_text(csv_path, to_csv(table))
+        extra: dict[tuple[str, str], dict[str, object]] = {}
+        for side in sides:
+            for key, columns in side.csv.items():
+                extra.setdefault(key, {}).update(columns)
+        atomic_write_text(csv_path, to_csv(table, extra))
         png_paths = []
         for suffix, _, png in figures:
             path = out_dir / f"{bench.stem}-{suffix}.png"
             path.write_bytes(png)
             png_paths.append(path)
-        atomic_write_text(html_path, html.page(table, legend, [(t, png) for _, t, png in figures], defs, prov))
+        atomic_write_text(html_path, html.page(table, legend, [(t, png) for _, t, png in figures], defs, prov, sides))
         written += [md_path, csv_path, html_path] + png_paths
-        n_runs = sum(len(r.seeds) for r in bench.rows.values())
+        n_runs = sum(len(r.runs) for r in bench.rows.values())
         n_failed = sum(len(r.failed) for r in bench.rows.values())
         index_entries.append((bench.id, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
                               + (f", {n_failed} failed" if n_failed else "")))

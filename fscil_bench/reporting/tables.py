@@ -8,6 +8,12 @@ CSV keeps the std); times in seconds.
 
 The best value of a column is the best *displayed* mean among measured, non-oracle rows, so
 ties at display precision are all marked; metrics without a direction (time) are not ranked.
+
+Cells cover the runs of the standard few-shot split and class order (split 0, order 0), the
+protocol papers report. The "≈ best" columns say, for Avg and Last, whether a row is
+statistically indistinguishable from the best row (the bold one), by the paired comparison of
+:func:`fscil_bench.reporting.analysis.compare_rows` over every run the two share, at any split
+and order.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from fscil_bench.metrics.descriptors import METRICS, MetricDescriptor
-from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, mean_std
+from fscil_bench.reporting.analysis import COMPARED, Ties, ties_with
+from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, RunCoord, mean_std
 from fscil_bench.reporting.reported import Comparison, ReportedEntry, compare
 
 
@@ -57,6 +64,7 @@ def metric_columns(metrics: Sequence[MetricDescriptor] = METRICS) -> list[Column
 
 TIME_KEY = "seconds"
 COMPARISON_TITLES = ("Last − reported", "Avg − reported", "Reproduced")
+TIE_TITLES = {"avg": "≈ best (Avg)", "last": "≈ best (Last)"}
 
 
 def session_columns(num_sessions: int) -> list[Column]:
@@ -87,9 +95,9 @@ class TableRow:
     cells: dict[str, Cell]
     n: int | None = None
     seeds: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    missing: list[int] = field(default_factory=list)
-    flagged: dict[int, str] = field(default_factory=dict)
+    failed: dict[RunCoord, str] = field(default_factory=dict)
+    missing: list[RunCoord] = field(default_factory=list)
+    flagged: dict[RunCoord, str] = field(default_factory=dict)
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
     source: str = ""
@@ -97,6 +105,7 @@ class TableRow:
     reported_source: str = ""  # the entry a measured row is compared with
     fit_seconds: float = math.nan
     eval_seconds: float = math.nan
+    ties: dict[str, str] = field(default_factory=dict)  # metric key -> "best", "yes", "no" or ""
 
     def notes(self) -> str:
         """What a reader must know about the row: oracle, extra data, failures, missing seeds."""
@@ -107,10 +116,10 @@ class TableRow:
             parts.append("oracle (not ranked)")
         parts += [f"extra data: {e}" for e in self.extra_data]
         if self.failed:
-            parts.append("failed: " + ", ".join(f"seed {s} ({why})" for s, why in sorted(self.failed.items())))
+            parts.append("failed: " + ", ".join(f"{c.text()} ({why})" for c, why in sorted(self.failed.items())))
         if self.missing:
-            parts.append("missing: " + ", ".join(f"seed {s}" for s in self.missing))
-        parts += [f"seed {s}: {why}" for s, why in sorted(self.flagged.items())]
+            parts.append("missing: " + ", ".join(c.text() for c in self.missing))
+        parts += [f"{c.text()}: {why}" for c, why in sorted(self.flagged.items())]
         return "; ".join(parts)
 
 
@@ -121,6 +130,7 @@ class Table:
     measured: list[TableRow]
     reported: list[TableRow]
     has_comparison: bool
+    ties: dict[str, Ties] = field(default_factory=dict)  # metric key -> comparisons with its best row
 
     @property
     def ranked_columns(self) -> list[Column]:
@@ -187,7 +197,19 @@ def build_table(bench: BenchmarkResults, reported: list[ReportedEntry],
     table = Table(bench.id, columns, measured, [_reported_row(e, columns) for e in reported],
                   has_comparison=any(r.reported_source for r in measured))
     _mark_best(table)
+    _mark_ties(table, bench)
     return table
+
+
+def _mark_ties(table: Table, bench: BenchmarkResults) -> None:
+    """Compare every ranked row with the first bold row of Avg and of Last (over all shared runs)."""
+    rows = [bench.rows[r.method, r.preset] for r in table.measured]
+    for key in COMPARED:
+        best = next((i for i, r in enumerate(table.measured) if r.cells[key].best), None)
+        ties = ties_with(rows, rows[best] if best is not None else None, key)
+        table.ties[key] = ties
+        for row, table_row in zip(rows, table.measured):
+            table_row.ties[key] = ties.mark(row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +230,7 @@ def to_markdown(table: Table) -> str:
     value_cols = [c for c in table.columns if c.key != TIME_KEY]
     time = next((c for c in table.columns if c.key == TIME_KEY), None)
     headers = ["Method", "Preset", "n"] + [c.title for c in value_cols]
+    headers += [TIE_TITLES[k] for k in table.ties]
     headers += list(COMPARISON_TITLES) if table.has_comparison else []
     headers += ([time.title] if time else []) + ["Notes"]
 
@@ -221,14 +244,14 @@ def to_markdown(table: Table) -> str:
 
     body = []
     for row in table.measured:
-        line = [row.method, row.preset, str(row.n)] + values(row)
+        line = [row.method, row.preset, str(row.n)] + values(row) + [row.ties.get(k, "") for k in table.ties]
         line += comparison_texts(row) if table.has_comparison else []
         body.append(line + ([row.cells[time.key].text(time)] if time else []) + [row.notes()])
     if table.reported:
         width = len(headers)
         body.append(["**reported**", "", ""] + [""] * (width - 3))
         for row in table.reported:
-            line = [f"*{row.method}*", row.preset, ""] + values(row)
+            line = [f"*{row.method}*", row.preset, ""] + values(row) + ["" for _ in table.ties]
             line += ["", "", ""] if table.has_comparison else []
             body.append(line + ([""] if time else []) + [row.notes()])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
@@ -242,22 +265,26 @@ def _num(value: float, decimals: int = 4) -> float | None:
     return None if math.isnan(value) else round(value, decimals)
 
 
-def to_frame(table: Table) -> pd.DataFrame:
-    """One line per row (measured, then reported): means and stds in display units, best marks."""
+def to_frame(table: Table, extra: dict[tuple[str, str], dict[str, object]] | None = None) -> pd.DataFrame:
+    """One line per row (measured, then reported): means and stds in display units, best marks,
+    then the ``extra`` columns of measured rows (``(method, preset)`` -> column -> value)."""
     records = []
+    extra_columns = list(dict.fromkeys(k for cols in (extra or {}).values() for k in cols))
     for row in table.measured + table.reported:
         rec: dict[str, object] = {
             "method": row.method, "preset": row.preset, "kind": row.kind,
             "n": row.n if row.kind == "measured" else "",
             "seeds": " ".join(map(str, row.seeds)),
-            "failed": "; ".join(f"seed {s}: {why}" for s, why in sorted(row.failed.items())),
-            "missing": " ".join(map(str, row.missing)),
+            "failed": "; ".join(f"{c.text()}: {why}" for c, why in sorted(row.failed.items())),
+            "missing": "; ".join(c.text() for c in row.missing),
             "notes": row.notes(), "source": row.source or row.reported_source,
         }
         for c in table.columns:
             cell = row.cells.get(c.key, Cell())
             rec[f"{c.title} mean"] = _num(cell.mean)
             rec[f"{c.title} std"] = _num(cell.std)
+        for key in table.ties:
+            rec[TIE_TITLES[key]] = row.ties.get(key, "")
         rec["fit seconds mean"] = _num(row.fit_seconds)
         rec["eval seconds mean"] = _num(row.eval_seconds)
         comp = row.comparison
@@ -266,10 +293,12 @@ def to_frame(table: Table) -> pd.DataFrame:
         rec["tolerance"] = comp.tolerance if comp else None
         rec["reproduced"] = ("pass" if comp.passed else "fail") if comp else ("no result" if row.reported_source else "")
         rec["best in"] = " ".join(c.title for c in table.columns if row.cells.get(c.key, Cell()).best)
+        row_extra = (extra or {}).get((row.method, row.preset), {}) if row.kind == "measured" else {}
+        rec.update({k: row_extra.get(k) for k in extra_columns})
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
-def to_csv(table: Table) -> str:
+def to_csv(table: Table, extra: dict[tuple[str, str], dict[str, object]] | None = None) -> str:
     """The CSV text; a fixed float format keeps it byte-identical for the same records."""
-    return to_frame(table).to_csv(index=False, lineterminator="\n", float_format="%.4f")
+    return to_frame(table, extra).to_csv(index=False, lineterminator="\n", float_format="%.4f")
