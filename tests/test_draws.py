@@ -126,3 +126,27 @@ def test_a_frozen_backbone_method_reuses_the_base_model_for_other_splits_and_ord
     assert other.extra["base_model"]["cache_hit"] is True
     assert other.extra["base_model"]["key"] == first.extra["base_model"]["key"]
     np.testing.assert_array_equal(first.predictions[0], other.predictions[0])  # the same base session
+
+
+def test_a_real_benchmark_gets_other_draws_and_orders_too(tmp_path):
+    from real_data_fixtures import NearestMean, cifar_lists, write_cifar
+
+    from fscil_bench.benchmarks.benchmark import LoadOptions
+    from fscil_bench.benchmarks.real import load_real_benchmark
+    from fscil_bench.data.families import build_schedule
+    from fscil_bench.run.runner import RunOptions
+    from fscil_bench.schedules.files import write_schedule_file
+
+    arrays = write_cifar(tmp_path / "data", num_classes=6, train_per_class=8, test_per_class=4)
+    lists = cifar_lists(tmp_path / "lists", arrays["train"][1], base=2, ways=2, shots=3)
+    sched = write_schedule_file(build_schedule(lists, "cifar100", name="tiny", log=lambda m: None, num_classes=6,
+                                               base_classes=2, train_per_class=8, test_per_class=4), tmp_path / "s.json")
+    bench = load_real_benchmark("cifar100", LoadOptions(tmp_path / "cache", tmp_path / "data", lambda m: None),
+                                schedule=sched)
+    variant = benchmark_variant(bench, 2, 1)
+    assert variant.id == bench.id == "cifar100@1"  # the same benchmark version
+    for spec in variant.schedule.sessions[1:]:
+        labels = variant.train.labels[spec.train_indices]
+        assert sorted(set(labels.tolist())) == list(spec.classes) and np.bincount(labels - spec.classes[0]).tolist() == [3, 3]
+    result = run_method(variant, NearestMean, "quick", 0, RunOptions(cache_dir=tmp_path / "rc", log=lambda m: None))
+    assert result.status == "completed" and result.metrics["last"] > 0.9

@@ -87,6 +87,10 @@ def test_without_other_splits_or_orders_there_is_no_variance_table_and_missing_r
     md = (tmp_path / "lb" / "toy-v1.md").read_text()
     assert "missing: seed 0 split 2" in cell(md, "b", "Notes")
     assert md_row(md, "b")[2] == "1"
+    put(store, "d", 0, 3, 12)  # a row with no run on the standard split: said so, not an empty row
+    write_reports(store, tmp_path / "lb")
+    md = (tmp_path / "lb" / "toy-v1.md").read_text()
+    assert "no run on the standard split and order; 1 other runs" in cell(md, "d", "Notes")
 
 
 def test_compare_prints_per_run_and_overall_intervals(tmp_path, capsys):

@@ -106,6 +106,7 @@ class TableRow:
     fit_seconds: float = math.nan
     eval_seconds: float = math.nan
     ties: dict[str, str] = field(default_factory=dict)  # metric key -> "best", "yes", "no" or ""
+    off_standard: int = 0  # completed runs off the standard split and order (not in the cells)
 
     def notes(self) -> str:
         """What a reader must know about the row: oracle, extra data, failures, missing seeds."""
@@ -115,6 +116,9 @@ class TableRow:
         if self.oracle:
             parts.append("oracle (not ranked)")
         parts += [f"extra data: {e}" for e in self.extra_data]
+        if self.kind == "measured" and not self.n and self.off_standard:
+            parts.append(f"no run on the standard split and order; {self.off_standard} other runs (see Sources of "
+                         "variance)")
         if self.failed:
             parts.append("failed: " + ", ".join(f"{c.text()} ({why})" for c, why in sorted(self.failed.items())))
         if self.missing:
@@ -153,7 +157,8 @@ def _measured_row(row: MethodRow, columns: list[Column]) -> TableRow:
     return TableRow("measured", row.method, row.preset, cells, n=len(row.seeds), seeds=sorted(row.seeds),
                     failed=dict(row.failed), missing=list(row.missing), flagged=dict(row.flagged), oracle=row.oracle,
                     extra_data=list(row.extra_data), fit_seconds=mean_std(row.fit_seconds)[0],
-                    eval_seconds=mean_std(row.eval_seconds)[0])
+                    eval_seconds=mean_std(row.eval_seconds)[0],
+                    off_standard=sum(not r.coord.is_standard for r in row.runs))
 
 
 def _reported_row(entry: ReportedEntry, columns: list[Column]) -> TableRow:
