@@ -7,7 +7,7 @@ and order); the statistics are those of :mod:`fscil_bench.reporting.stats`.
   and orders separately (each with the other two held fixed) and the total spread, with n.
 * :func:`compare_rows`: ``b - a`` for two rows over the runs both completed at the same
   (seed, split, order): the paired t interval over runs, the Wilcoxon p-value, and the bootstrap
-  interval over test images.
+  interval over test images (:func:`image_bootstrap`).
 * :func:`ties_with`: which rows are statistically indistinguishable from a reference row.
 * :func:`row_cost`: time, device, peak and declared memory per run.
 """
@@ -120,9 +120,22 @@ def compare_rows(a: MethodRow, b: MethodRow, keys: tuple[str, ...] = COMPARED, c
     out = {}
     for key in keys:
         runs = paired_runs([ra.values[key] for ra, _ in pairs], [rb.values[key] for _, rb in pairs], confidence)
-        contributions = [(per_image_difference(ra.correct, rb.correct, ra.evaluated, key), ra.labels) for ra, rb in pairs]
-        out[key] = MetricComparison(key, runs, stratified_bootstrap(contributions, confidence, resamples, seed))
+        out[key] = MetricComparison(key, runs, image_bootstrap(pairs, key, confidence, resamples, seed))
     return out
+
+
+def image_bootstrap(pairs: list[tuple[RunSample, RunSample]], key: str, confidence: float = CONFIDENCE,
+                    resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+    """The bootstrap interval over test images of the mean difference ``b - a`` in ``key`` over
+    ``pairs`` (one resample of the shared test set for every run; classes as strata)."""
+    if not pairs:
+        return Interval(NAN, NAN, NAN, confidence, resamples)
+    sizes = {ra.labels.shape for ra, _ in pairs}
+    if len(sizes) != 1:
+        raise ValueError(f"runs compared on different test sets (sizes {sorted(sizes)})")
+    mean = np.mean([per_image_difference(ra.correct, rb.correct, ra.evaluated, key) for ra, rb in pairs], axis=0)
+    # Strata: each image's class. Any run's labels group the images alike (an order only renames classes).
+    return stratified_bootstrap(mean, pairs[0][0].labels, confidence, resamples, seed)
 
 
 @dataclass

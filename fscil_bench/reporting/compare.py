@@ -5,7 +5,7 @@ same (seed, split, order), with (see :mod:`fscil_bench.reporting.stats`):
 
 * per run, a 95% percentile bootstrap interval over its test images (resampled within each class);
 * over the runs, the paired t interval with its p-value and the Wilcoxon signed-rank p-value;
-* over the runs, the bootstrap interval over test images with the runs held fixed.
+* over the runs, the bootstrap interval over their shared test images, with the runs held fixed.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fscil_bench.reporting.analysis import COMPARED, MetricComparison, compare_rows, matched_runs
+from fscil_bench.reporting.analysis import COMPARED, MetricComparison, compare_rows, image_bootstrap, matched_runs
 from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, RunCoord, collect
-from fscil_bench.reporting.stats import Interval, per_image_difference, stratified_bootstrap
+from fscil_bench.reporting.stats import Interval
 from fscil_bench.results.store import ResultsStore
 
 TITLES = {"avg": "Avg", "last": "Last"}
@@ -87,11 +87,8 @@ def compare_methods(store: ResultsStore, a: str, b: str, benchmark: str | None =
         raise CompareError(f"{row_a.label} and {row_b.label} share no completed run (same seed, split and order) "
                            f"on {bench.id}")
     coords = [ra.coord for ra, _ in pairs]
-    per_run = {}
-    for key in COMPARED:
-        per_run[key] = [(rb.values[key] - ra.values[key],
-                         stratified_bootstrap([(per_image_difference(ra.correct, rb.correct, ra.evaluated, key),
-                                                ra.labels)], confidence, resamples, seed)) for ra, rb in pairs]
+    per_run = {key: [(rb.values[key] - ra.values[key], image_bootstrap([(ra, rb)], key, confidence, resamples, seed))
+                     for ra, rb in pairs] for key in COMPARED}
     overall = compare_rows(row_a, row_b, COMPARED, confidence, resamples, seed)
     shared = set(coords)
     return Comparison(bench.id, row_a, row_b, coords, per_run, overall,
@@ -138,6 +135,6 @@ def format_comparison(c: Comparison) -> str:
         if only:
             lines.append(f"runs of {label} alone (not compared): " + ", ".join(o.text() for o in only))
     lines += ["", "Paired t over runs: mean of the per-run differences ± t quantile x sd / sqrt(n). Test images: "
-              f"percentile interval of {c.overall['last'].images.resamples} resamples of each run's test images, "
-              "with replacement within each class, runs held fixed."]
+              f"percentile interval over {c.overall['last'].images.resamples} resamples of the test images (with "
+              "replacement within each class, one resample shared by every run), runs held fixed."]
     return "\n".join(lines)

@@ -120,8 +120,8 @@ def comparison_table(bench: BenchmarkResults, table: Table) -> SideTable | None:
         + "), in points, over the runs both completed at the same seed, split and order (same base-session seed, "
         "shots, class order and test images). 95% CI (runs): paired t interval over those runs, with the paired "
         "t-test's p and the Wilcoxon signed-rank test's p. 95% CI (test images): percentile interval of the mean "
-        "difference when each run's test images are resampled with replacement within each class (2000 resamples, "
-        "runs held fixed): the noise of a finite test set alone.",
+        "difference when the test images, which every run shares, are resampled with replacement within each class "
+        "(2000 resamples, runs held fixed): the noise of a finite test set alone.",
         "≈ best: yes when the difference is not significant at 95%: by the paired t interval over runs when there "
         "are two or more shared runs, by the test-image interval for a single shared run."])
     for row, table_row in zip(rows, table.measured):

@@ -20,14 +20,16 @@ interval the paired t interval ``mean(d) +- t_{n-1, (1+c)/2} * sd(d)/sqrt(n)``
 does not assume normal differences. With identical differences (to 1e-12) the interval is that
 value (no spread) and the t p-value is 0 (1 when all are zero); with ``n < 2`` there is no interval.
 
-**Bootstrap over test images.** Within a run, the finite test set is a source of noise of its
-own. A run's accuracy difference is a sum over its test images of per-image contributions
-(:func:`per_image_difference`); the images are resampled with replacement *within each class*
-(the test set has a fixed number of images per class), independently in every run, and the
-mean difference over the runs is recomputed for each resample; the interval is the percentile
-interval of those resamples. Resampling within a class is drawing the counts of the distinct
-contribution values of that class from a multinomial, which is exact and fast. Seeded, so a
-report is byte-identical for the same records.
+**Bootstrap over test images.** The finite test set is a source of noise of its own. A run's
+accuracy difference is a sum over its test images of per-image contributions
+(:func:`per_image_difference`), so the mean difference over several runs is the sum of the
+per-image mean contributions: every run of a benchmark is tested on the same images (another
+split or order changes the shots and the class ids, not the test images). The images are
+resampled with replacement *within each class* (the test set has a fixed number of images per
+class), the same resample for every run, and the difference is recomputed for each resample;
+the interval is the percentile interval of those resamples. It holds the runs fixed: it says
+how much of the difference a finite test set can explain. Seeded, so a report is byte-identical
+for the same records.
 """
 
 from __future__ import annotations
@@ -187,32 +189,32 @@ class Interval:
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
 
 
-def stratified_bootstrap(runs: Sequence[tuple[np.ndarray, np.ndarray]], confidence: float = 0.95,
-                         resamples: int = 2000, seed: int = 0) -> Interval:
-    """Percentile interval of the mean over ``runs`` of ``sum(contributions)``, resampling each
-    run's images with replacement within its strata (module docstring).
+def stratified_bootstrap(contributions: np.ndarray, strata: np.ndarray, confidence: float = 0.95,
+                         resamples: int = 2000, seed: int = 0, block: int = 200) -> Interval:
+    """Percentile interval of ``sum(contributions)`` when the images are resampled with
+    replacement within their strata (module docstring).
 
-    ``runs``: one ``(contributions, strata)`` pair per run, both of length N (strata: the class
-    of each image). Returns NaN bounds when there is no run.
+    ``contributions`` and ``strata`` (the class of each image) have one entry per test image; for
+    several runs on one test set, pass the mean of their contributions. A stratum whose
+    contributions are all equal adds the same to every resample and is not resampled. ``block``
+    resamples are drawn at a time (memory: ``block x N``).
     """
-    if not runs:
-        return Interval(NAN, NAN, NAN, confidence, resamples)
+    values, strata = np.asarray(contributions, dtype=np.float64), np.asarray(strata)
+    if values.shape != strata.shape or values.ndim != 1:
+        raise ValueError(f"contributions and strata must be 1-D of one length, got {values.shape} and {strata.shape}")
     rng = np.random.default_rng(seed)
-    totals = np.zeros(resamples)
-    estimate = 0.0
-    for contributions, strata in runs:
-        values_all, strata = np.asarray(contributions, dtype=np.float64), np.asarray(strata)
-        if values_all.shape != strata.shape:
-            raise ValueError(f"contributions and strata differ in shape: {values_all.shape} vs {strata.shape}")
-        estimate += float(values_all.sum())
-        for stratum in np.unique(strata):
-            values, counts = np.unique(values_all[strata == stratum], return_counts=True)
-            if len(values) == 1:  # every resample draws the same value
-                totals += values[0] * counts[0]
-                continue
-            size = int(counts.sum())
-            totals += rng.multinomial(size, counts / size, size=resamples) @ values
-    totals /= len(runs)
+    order = np.argsort(strata, kind="stable")
+    values, strata = values[order], strata[order]
+    _, starts, sizes = np.unique(strata, return_index=True, return_counts=True)
+    varies = np.array([np.ptp(values[a:a + n]) > 0 for a, n in zip(starts, sizes)], dtype=bool)
+    totals = np.full(resamples, float(sum(values[a:a + n].sum() for a, n, v in zip(starts, sizes, varies) if not v)))
+    if varies.any():
+        start_of = np.repeat(starts[varies], sizes[varies])  # per resampled image: its stratum's first position
+        size_of = np.repeat(sizes[varies], sizes[varies])
+        for first in range(0, resamples, block):
+            u = rng.random((min(block, resamples - first), len(start_of)))
+            picks = start_of + (u * size_of).astype(np.int64)  # a uniform draw within the image's stratum
+            totals[first:first + len(u)] += values[picks].sum(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(totals, [tail, 100 - tail])
-    return Interval(estimate / len(runs), float(low), float(high), confidence, resamples)
+    return Interval(float(values.sum()), float(low), float(high), confidence, resamples)
