@@ -301,7 +301,12 @@ def to_frame(table: Table, extra: dict[tuple[str, str], dict[str, object]] | Non
         row_extra = (extra or {}).get((row.method, row.preset), {}) if row.kind == "measured" else {}
         rec.update({k: row_extra.get(k) for k in extra_columns})
         records.append(rec)
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    for column in extra_columns:  # counts stay integers beside the empty cells of other rows
+        values = [rec[column] for rec in records if rec.get(column) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def to_csv(table: Table, extra: dict[tuple[str, str], dict[str, object]] | None = None) -> str:
