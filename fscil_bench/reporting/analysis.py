@@ -9,6 +9,7 @@ and order); the statistics are those of :mod:`fscil_bench.reporting.stats`.
   (seed, split, order): the paired t interval over runs, the Wilcoxon p-value, and the bootstrap
   interval over test images (:func:`image_bootstrap`).
 * :func:`ties_with`: which rows are statistically indistinguishable from a reference row.
+* :func:`best_per_schedule`: the best row at each split and order, to see whether rankings flip.
 * :func:`row_cost`: time, device, peak and declared memory per run.
 """
 
@@ -59,6 +60,22 @@ def row_spread(row: MethodRow, key: str) -> RowSpread:
     points = [(tuple(r.coord), r.values.get(key, NAN)) for r in row.runs]
     mean, sd, n = total_spread([v for _, v in points])
     return RowSpread(mean, sd, n, {f: factor_spread(points, f) for f in FACTORS})
+
+
+def best_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[MethodRow]]:
+    """Per (split, order) that every non-oracle row of ``rows`` has runs on: the row(s) with the
+    highest mean of ``key`` over their seeds there (several on a tie, to 1e-12)."""
+    ranked = [r for r in rows if not r.oracle and r.runs]
+    if len(ranked) < 2:
+        return {}
+    common = set.intersection(*({(c.coord.split, c.coord.order) for c in r.runs} for r in ranked))
+    out = {}
+    for schedule in sorted(common):
+        means = {id(r): np.mean([x.values[key] for x in r.runs if (x.coord.split, x.coord.order) == schedule])
+                 for r in ranked}
+        top = max(means.values())
+        out[schedule] = [r for r in ranked if top - means[id(r)] <= 1e-12]
+    return out
 
 
 def design_text(row: MethodRow) -> str:

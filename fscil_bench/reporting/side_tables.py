@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from fscil_bench.reporting.analysis import COMPARED, MetricComparison, design_text, row_cost, row_spread
+from fscil_bench.reporting.analysis import (
+    COMPARED,
+    MetricComparison,
+    best_per_schedule,
+    design_text,
+    row_cost,
+    row_spread,
+)
 from fscil_bench.reporting.collect import BenchmarkResults, MethodRow
 from fscil_bench.reporting.stats import FACTORS
 from fscil_bench.reporting.tables import Table
@@ -87,7 +94,23 @@ def variance_table(bench: BenchmarkResults, table: Table) -> SideTable | None:
             csv[f"{TITLES[key]} total n"] = spread.n
         side.add(cells)
         side.csv[row.method, row.preset] = csv
+    side.legend += [_flips(rows, key) for key in COMPARED if best_per_schedule(rows, key)]
     return side
+
+
+def _flips(rows: list[MethodRow], key: str) -> str:
+    """One line: the best row by ``key`` at each split and order (mean over seeds), and the row
+    that is best (or tied best) most often."""
+    best = best_per_schedule(rows, key)
+    cells = "; ".join(f"split {split} order {order}: {' = '.join(r.label for r in top)}"
+                      for (split, order), top in best.items())
+    counts: dict[str, int] = {}
+    for top in best.values():
+        for r in top:
+            counts[r.label] = counts.get(r.label, 0) + 1
+    leader = min(counts, key=lambda label: (-counts[label], label))
+    return (f"Best by {TITLES[key]} at each split and order (mean over seeds; non-oracle rows): {cells}; "
+            f"{leader} is best or tied best in {counts[leader]} of {len(best)}.")
 
 
 def _csv_pts(value: float) -> float | None:
