@@ -104,6 +104,8 @@ class Context:
         cache_dir: a folder for caches shared between runs (base models, features).
         progress: wraps long loops in a progress bar.
         log: prints a message without breaking progress bars.
+        weights_dir: the folder that holds known pretrained weights files (see
+            :mod:`fscil_bench.models.weights`).
         bf16: train under bfloat16 autocast (the run's opt-in; float32 otherwise).
         sync_batchnorm: in data-parallel training, normalise BatchNorm over the global batch.
         extra: notes a method adds to its run's record (cache use, precision, initialisation).
@@ -118,6 +120,7 @@ class Context:
     cache_dir: Path
     progress: Progress
     log: Callable[[str], None]
+    weights_dir: Path | None = None
     bf16: bool = False
     sync_batchnorm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -133,6 +136,7 @@ class Context:
         cache_dir: Path = Path(".cache"),
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
+        weights_dir: Path | None = None,
         bf16: bool = False,
         sync_batchnorm: bool = False,
     ) -> Context:
@@ -149,6 +153,7 @@ class Context:
             cache_dir=Path(cache_dir),
             progress=progress or no_progress,
             log=log or print,
+            weights_dir=Path(weights_dir) if weights_dir is not None else Path(cache_dir) / "weights",
             bf16=bf16,
             sync_batchnorm=sync_batchnorm,
         )

@@ -17,6 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fscil_bench import distributed
     from fscil_bench.benchmarks.benchmark import BenchmarkError, LoadOptions
     from fscil_bench.benchmarks.registry import get_benchmark
+    from fscil_bench.models.weights import WeightsError
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, StoreError
     from fscil_bench.run.grid import run_grid
@@ -53,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log, tqdm_progress = (lambda msg: None), no_progress
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log, bf16=args.bf16,
-                         sync_batchnorm=args.sync_batchnorm)
+                         sync_batchnorm=args.sync_batchnorm,
+                         weights_dir=Path(args.weights_dir) if args.weights_dir else None)
     load_options = LoadOptions(cache_dir=cache_dir, data_root=Path(args.data_root) if args.data_root else None, log=log)
     command = command_line()
     if args.executor != "inline":
@@ -62,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
                             force=args.force, command=command, echo=log)
-    except BenchmarkError as exc:
+    except (BenchmarkError, WeightsError) as exc:
         raise UserError(str(exc)) from exc
     finally:
         distributed.shutdown()
@@ -114,7 +116,8 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
                        cache_dir=str(cache_dir.resolve()), data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                        device=str(device), plugins=tuple(str(Path(p).resolve()) for p in args.plugin or []), force=args.force,
                        command=command, threads=max(1, (os.cpu_count() or 1) // workers) if args.executor == "local" else None,
-                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16)
+                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16,
+                       weights_dir=str(Path(args.weights_dir).resolve()) if args.weights_dir else None)
     jobs, skipped = [], 0
     for name in benchmarks:
         spec = get_benchmark(name)
@@ -163,6 +166,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--output", "-o", default="runs", help="results folder (default: ./runs)")
     run.add_argument("--cache-dir", help="cache for datasets and base models (default: $FSCIL_BENCH_CACHE or ~/.cache/fscil-bench)")
     run.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV), help=f"folder holding real datasets (default: ${DATA_ROOT_ENV})")
+    run.add_argument("--weights-dir", help="folder of known pretrained weights files (default: <cache>/weights; "
+                                           "see 'fscil-bench weights list')")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     run.add_argument("--force", action="store_true", help="recompute runs that are already complete")
     par = run.add_argument_group("several processes, GPUs and clusters")

@@ -60,6 +60,7 @@ class GridJob:
     threads: int | None = None  # torch threads in the worker (None: torch's default)
     sync_batchnorm: bool = False
     bf16: bool = False
+    weights_dir: str | None = None
 
     @property
     def label(self) -> str:
@@ -144,7 +145,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
         key = RunKey(spec.id, job.method, job.preset, job.seed)
         quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
-                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm)
+                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,
+                             weights_dir=Path(job.weights_dir) if job.weights_dir else None)
         load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=Path(job.data_root) if job.data_root else None,
                                    log=options.log)
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()

@@ -9,6 +9,7 @@ from typing import Any
 from fscil_bench import distributed
 from fscil_bench.benchmarks.benchmark import Benchmark, LoadOptions
 from fscil_bench.benchmarks.registry import get_benchmark
+from fscil_bench.models.weights import WeightsError, resolve_weights
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
 from fscil_bench.run.methods import MethodRegistry
@@ -71,6 +72,25 @@ def summary_line(key: RunKey, result: RunResult) -> str:
     )
 
 
+def check_weights(spec_family: str, methods: Sequence[str], preset: str, registry: MethodRegistry,
+                  options: RunOptions) -> None:
+    """Stop before anything trains when a run needs pretrained weights that are missing or wrong
+    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source)."""
+    folder = options.weights_dir or options.cache_dir / "weights"
+    for method in methods:
+        cls = registry.get(method)
+        try:
+            hparams = cls.resolve_preset(preset, spec_family)
+        except (AttributeError, KeyError):
+            continue  # no such preset: the run records that failure itself
+        reference = getattr(hparams, "pretrained", None)
+        if reference:
+            try:
+                resolve_weights(reference, folder)
+            except WeightsError as exc:
+                raise WeightsError(f"{method} [{preset}] on {spec_family} {exc}") from None
+
+
 def run_grid(
     benchmarks: Sequence[str],
     methods: Sequence[str],
@@ -97,6 +117,7 @@ def run_grid(
                 echo(outcomes[-1].summary)
         if not todo:
             continue
+        check_weights(spec.family, sorted({k.method for k in todo}), preset, registry, options)
         bench = spec.load(load_options)
         for key in todo:
             method_cls = registry.get(key.method)

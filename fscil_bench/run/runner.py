@@ -72,6 +72,7 @@ class RunOptions:
         cache_dir: shared caches (datasets, base models, features).
         eval_batch_size: test images per forward pass.
         progress, log: progress bars and log lines.
+        weights_dir: the folder of known pretrained weights (default: ``<cache_dir>/weights``).
         bf16: train under bfloat16 autocast (an opt-in; recorded in the run's record).
         sync_batchnorm: data-parallel training normalises BatchNorm over the global batch.
     """
@@ -81,6 +82,7 @@ class RunOptions:
     eval_batch_size: int = EVAL_BATCH_SIZE
     progress: Progress = no_progress
     log: Callable[[str], None] = print
+    weights_dir: Path | None = None
     bf16: bool = False
     sync_batchnorm: bool = False
 
@@ -208,7 +210,8 @@ def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, optio
         return _failed({"preset": preset}, bench, 0, exc, {}, None, {}, [])
     config = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
     ctx = Context.create(bench.info(), hparams, seed, device=options.device, cache_dir=options.cache_dir,
-                         progress=options.progress, log=options.log, bf16=options.bf16,
+                         progress=options.progress, log=options.log, weights_dir=options.weights_dir,
+                         bf16=options.bf16,
                          sync_batchnorm=options.sync_batchnorm)
     groups = bench.schedule.class_groups()
     preds: list[np.ndarray] = []

@@ -19,8 +19,8 @@ from torch import nn
 
 from fscil_bench import distributed
 from fscil_bench.cache import exclusive_lock, stable_hash, verified, write_checked
-from fscil_bench.models import build_backbone
 from fscil_bench.protocol import Context, Session
+from fscil_bench.toolkit.backbones import backbone_init
 from fscil_bench.toolkit.heads import BackboneWithHead
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
@@ -87,16 +87,21 @@ def cached_model(
     return model
 
 
-def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe) -> BackboneWithHead:
+def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe,
+                             pretrained: str | None = None, frozen_stages: int = -1) -> BackboneWithHead:
     """The standard base model: ``backbone`` + linear head trained with cross-entropy on the
-    base session, shared (through the cache) by every method with the same settings."""
-    recipe = {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": session.num_seen}
+    base session, shared (through the cache) by every method with the same settings. The backbone
+    starts from scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
+    (:func:`fscil_bench.toolkit.backbones.backbone_init`)."""
+    init = backbone_init(ctx, backbone, pretrained, frozen_stages)
+    recipe = {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": session.num_seen,
+              **init.identity}
     generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
 
     def train(model: nn.Module) -> None:
         train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator)
 
-    return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(backbone), session.num_seen), train)
+    return cached_model(ctx, recipe, lambda: BackboneWithHead(init.build(), session.num_seen), train)
 
 
 #: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once
