@@ -29,6 +29,7 @@ import torch
 
 from fscil_bench.cache import stable_hash
 from fscil_bench.data.arrays import LabelledImages
+from fscil_bench.data.views import MethodViews, ViewInputs, views_from_names
 
 T = TypeVar("T")
 
@@ -108,6 +109,8 @@ class Context:
             :mod:`fscil_bench.models.weights`).
         bf16: train under bfloat16 autocast (the run's opt-in; float32 otherwise).
         sync_batchnorm: in data-parallel training, normalise BatchNorm over the global batch.
+        views: the names (or descriptions) of the method's own train and test views, None when it
+            uses the benchmark's transforms; part of the cache keys of what is trained through them.
         extra: notes a method adds to its run's record (cache use, precision, initialisation).
     """
 
@@ -123,6 +126,7 @@ class Context:
     weights_dir: Path | None = None
     bf16: bool = False
     sync_batchnorm: bool = False
+    views: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -139,6 +143,7 @@ class Context:
         weights_dir: Path | None = None,
         bf16: bool = False,
         sync_batchnorm: bool = False,
+        views: dict[str, str] | None = None,
     ) -> Context:
         """The context of one run: global random state seeded with ``seed`` (torch and numpy, so
         code that draws from them is reproducible too) and ``generator`` a fresh CPU generator
@@ -156,6 +161,7 @@ class Context:
             weights_dir=Path(weights_dir) if weights_dir is not None else Path(cache_dir) / "weights",
             bf16=bf16,
             sync_batchnorm=sync_batchnorm,
+            views=views,
         )
 
     def stage_seed(self, *tags: Any) -> int:
@@ -215,6 +221,11 @@ class MethodBase:
         oracle: True for a method that breaks the protocol on purpose (an upper bound).
         paper: the citation of the method.
 
+    Views. :meth:`views` gives the method's own training augmentation and test-time view for a
+    benchmark (by default the ones its hyperparameters name in ``train_view`` and ``test_view``,
+    see :mod:`fscil_bench.data.views`); the runner attaches them to every session's data and shows
+    the test images through the test view. Without them the benchmark's transforms apply.
+
     Optional methods (define them on the subclass; the runner looks them up with ``getattr``):
         embed(images) -> Tensor (N, d): the features the classifier acts on, under
             ``torch.no_grad()`` like ``predict``.
@@ -248,6 +259,13 @@ class MethodBase:
                 return value["default"]
             raise KeyError(f"method {cls.name!r} preset {preset!r} has no settings for {family!r} (has {', '.join(value)})")
         return value
+
+    @classmethod
+    def views(cls, hparams: Any, inputs: ViewInputs) -> MethodViews:
+        """This method's own train and test transforms for a benchmark described by ``inputs``
+        (None for either: the benchmark's). By default the views named by the hyperparameters'
+        ``train_view`` and ``test_view`` fields (:data:`fscil_bench.data.views.VIEWS`)."""
+        return views_from_names(getattr(hparams, "train_view", None), getattr(hparams, "test_view", None), inputs)
 
     def memory(self) -> MemoryDeclaration:
         """What this method keeps from past sessions; override when it keeps anything."""

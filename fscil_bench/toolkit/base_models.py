@@ -68,9 +68,12 @@ def cached_model(
     """Return the model of ``recipe``, trained by ``train`` on first use and loaded afterwards.
 
     ``build`` is called under a seed derived from the recipe, so every method asking for the
-    same recipe starts from the same initial weights. Cache use is noted in ``ctx.extra``.
+    same recipe starts from the same initial weights. The key also holds the method's own views
+    (``ctx.views``) when it has any. Cache use is noted in ``ctx.extra``.
     """
-    key = stable_hash({"benchmark": ctx.benchmark.id, "seed": ctx.seed, "recipe": recipe, "code": BASE_CODE_VERSION})
+    views = {"views": ctx.views} if ctx.views else {}  # a method's own views train another model
+    key = stable_hash({"benchmark": ctx.benchmark.id, "seed": ctx.seed, "recipe": recipe, "code": BASE_CODE_VERSION,
+                       **views})
     path = ctx.cache_dir / "base_models" / f"{key}.pt"
     torch.manual_seed(ctx.stage_seed("base-init", key))
     model = build().to(ctx.device)
