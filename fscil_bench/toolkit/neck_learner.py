@@ -49,7 +49,12 @@ from fscil_bench.models import build_backbone
 from fscil_bench.models.etf import FixedETFClassifier
 from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.base_models import (
+    base_model_key,
+    cached_model,
+    cross_entropy_base_model,
+    cross_entropy_recipe,
+)
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     cached_features,
@@ -110,6 +115,16 @@ class NeckLearnerHparams:
     pretrained_path: str | None = None
     warm_start: SGDRecipe | None = None
     train_backbone: bool = True
+
+
+def _pretrained_sha(hp: NeckLearnerHparams) -> str | None:
+    """The sha256 of the pretrained backbone weights (None without ``pretrained_path``)."""
+    if not hp.pretrained_path:
+        return None
+    weights = Path(hp.pretrained_path).expanduser()
+    if not weights.is_file():
+        raise FileNotFoundError(f"pretrained_path {hp.pretrained_path!r}: no such file (a state_dict of {hp.backbone} weights)")
+    return sha256_file(weights)
 
 
 class NeckModel(nn.Module):
@@ -189,16 +204,39 @@ class NeckLearner(MethodBase):
 
     # --- the stages ----------------------------------------------------------------------------
 
+    def base_recipe(self, hp: NeckLearnerHparams, ctx: Context, pretrained_sha: str | None,
+                    warm_key: str | None) -> dict[str, Any]:
+        """What defines the base model (its cache key material), given the sha256 of the
+        pretrained weights and the cache key of the warm-start model (either may be None)."""
+        return {
+            "kind": self.kind,
+            "version": ETF_BASE_VERSION,
+            "backbone": hp.backbone,
+            "pretrained_sha256": pretrained_sha,
+            "warm_start": warm_key,
+            "train_backbone": hp.train_backbone,
+            "feature_dim": hp.feature_dim,
+            "head": self.head_recipe(hp, ctx),
+            "loss_weight": hp.loss_weight,
+            "reweight": hp.base_reweight,
+            "sgd": recipe_key(hp.base),
+            "classes": ctx.benchmark.num_base_classes,
+            "total_classes": ctx.num_classes_total,
+        }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: NeckLearnerHparams = ctx.hparams
+        num_base = ctx.benchmark.num_base_classes
+        warm = [cross_entropy_recipe(hp.backbone, hp.warm_start, num_base)] if hp.warm_start is not None else []
+        warm_key = base_model_key(ctx.benchmark.id, ctx.seed, warm[0]) if warm else None
+        return [*warm, self.base_recipe(hp, ctx, _pretrained_sha(hp), warm_key)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: NeckLearnerHparams = ctx.hparams
         self.hp = hp
         num_base = session.num_seen
-        pretrained_sha = None
+        pretrained_sha = _pretrained_sha(hp)
         if hp.pretrained_path:
-            weights = Path(hp.pretrained_path).expanduser()
-            if not weights.is_file():
-                raise FileNotFoundError(f"pretrained_path {hp.pretrained_path!r}: no such file (a state_dict of {hp.backbone} weights)")
-            pretrained_sha = sha256_file(weights)
             ctx.extra["backbone_init"] = f"pretrained weights from {hp.pretrained_path} (sha256 {pretrained_sha[:16]})"
             ctx.extra["extra_data"] = f"backbone weights pretrained outside the benchmark: {hp.pretrained_path}"
         else:
@@ -214,21 +252,7 @@ class NeckLearner(MethodBase):
             warm_key = ctx.extra.pop("base_model")["key"]
             ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
                                           "with this method's classifier and loss")
-        recipe = {
-            "kind": self.kind,
-            "version": ETF_BASE_VERSION,
-            "backbone": hp.backbone,
-            "pretrained_sha256": pretrained_sha,
-            "warm_start": warm_key,
-            "train_backbone": hp.train_backbone,
-            "feature_dim": hp.feature_dim,
-            "head": self.head_recipe(hp, ctx),
-            "loss_weight": hp.loss_weight,
-            "reweight": hp.base_reweight,
-            "sgd": recipe_key(hp.base),
-            "classes": num_base,
-            "total_classes": ctx.num_classes_total,
-        }
+        recipe = self.base_recipe(hp, ctx, pretrained_sha, warm_key)
 
         def build() -> NeckModel:
             backbone = build_backbone(hp.backbone)
