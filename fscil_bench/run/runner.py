@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from fscil_bench.protocol import (
     hparams_to_dict,
     no_progress,
 )
+from fscil_bench.run.overrides import PresetError, resolve
 
 
 class ProtocolError(RuntimeError):
@@ -196,17 +197,20 @@ def session_diagnostics(method: object, evaluation: SessionEvaluation, groups: l
     return entry, round(time.perf_counter() - tic, 4)
 
 
-def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions) -> RunResult:
-    """Run ``method_cls`` with ``preset`` and ``seed`` through every session of ``bench``.
+def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions,
+               overrides: Mapping[str, Any] | None = None) -> RunResult:
+    """Run ``method_cls`` with ``preset`` (changed by ``overrides``, dotted path -> value, see
+    :mod:`fscil_bench.run.overrides`) and ``seed`` through every session of ``bench``.
 
     A method that raises is caught: the result is ``failed`` with the traceback and the
     session it failed in.
     """
     try:
-        hparams = method_cls.resolve_preset(preset, bench.family) if hasattr(method_cls, "resolve_preset") else None
-    except KeyError as exc:
-        return _failed({"preset": preset}, bench, 0, exc, {}, None, {}, [])
-    config = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+        hparams = resolve(method_cls, preset, bench.family, overrides or {}).hparams
+    except PresetError as exc:
+        return _failed({"preset": preset, "overrides": dict(overrides or {})}, bench, 0, exc, {}, None, {}, [])
+    config = {"preset": preset, "overrides": dict(overrides or {}),
+              "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
     ctx = Context.create(bench.info(), hparams, seed, device=options.device, cache_dir=options.cache_dir,
                          progress=options.progress, log=options.log, bf16=options.bf16,
                          sync_batchnorm=options.sync_batchnorm)
