@@ -30,6 +30,7 @@ import torch
 from fscil_bench.cache import stable_hash
 from fscil_bench.data.arrays import LabelledImages
 from fscil_bench.data.views import MethodViews, ViewInputs, views_from_names
+from fscil_bench.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -238,6 +239,10 @@ class MethodBase:
         classifier_weights() -> Tensor (num_seen, d) | None: the classifier vectors or class
             prototypes in the ``embed`` space, row ``c`` for class ``c`` (biases left out); it
             gives the self-duality and feature-classifier alignment diagnostics.
+
+    A method that trains cached base models (:func:`fscil_bench.toolkit.base_models.cached_model`)
+    says which in :meth:`base_model_recipes`, so ``fscil-bench run --dry-run`` can tell which
+    would be trained and which loaded.
     """
 
     name: ClassVar[str] = ""
@@ -250,7 +255,8 @@ class MethodBase:
     def resolve_preset(cls, preset: str, family: str) -> Any:
         """The hyperparameters of ``preset`` for a benchmark ``family``."""
         if preset not in cls.presets:
-            raise KeyError(f"method {cls.name!r} has no preset {preset!r}; choose from {', '.join(cls.presets)}")
+            raise KeyError(f"method {cls.name!r} has no preset {preset!r}{did_you_mean(preset, list(cls.presets))}; "
+                           f"choose from {', '.join(cls.presets)}")
         value = cls.presets[preset]
         if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) or dataclasses.is_dataclass(v) for v in value.values()):
             if family in value:
@@ -266,6 +272,11 @@ class MethodBase:
         (None for either: the benchmark's). By default the views named by the hyperparameters'
         ``train_view`` and ``test_view`` fields (:data:`fscil_bench.data.views.VIEWS`)."""
         return views_from_names(getattr(hparams, "train_view", None), getattr(hparams, "test_view", None), inputs)
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]] | None:
+        """The recipes of the cached base models ``fit_base`` would train or load in the run of
+        ``ctx`` (its benchmark, seed and hyperparameters), in the order it asks for them, computed
+        without data or training; ``[]`` for none, ``None`` (the default) when not declared."""
+        return None
 
     def memory(self) -> MemoryDeclaration:
         """What this method keeps from past sessions; override when it keeps anything."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from fscil_bench.protocol import (
     hparams_to_dict,
     no_progress,
 )
+from fscil_bench.run.overrides import resolve
 
 
 class ProtocolError(RuntimeError):
@@ -213,18 +214,21 @@ def session_diagnostics(method: object, evaluation: SessionEvaluation, groups: l
     return entry, round(time.perf_counter() - tic, 4)
 
 
-def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions) -> RunResult:
-    """Run ``method_cls`` with ``preset`` and ``seed`` through every session of ``bench``.
+def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions,
+               overrides: Mapping[str, Any] | None = None) -> RunResult:
+    """Run ``method_cls`` with ``preset`` (changed by ``overrides``, dotted path -> value, see
+    :mod:`fscil_bench.run.overrides`) and ``seed`` through every session of ``bench``.
 
     A method that raises is caught: the result is ``failed`` with the traceback and the
     session it failed in.
     """
     try:
-        hparams = method_cls.resolve_preset(preset, bench.family) if hasattr(method_cls, "resolve_preset") else None
+        hparams = resolve(method_cls, preset, bench.family, overrides or {}).hparams
         views = method_views(method_cls, hparams, bench)
-    except Exception as exc:  # an unknown preset or view
-        return _failed({"preset": preset}, bench, 0, exc, {}, None, {}, [])
-    config = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+    except Exception as exc:  # an unknown preset, override or view
+        return _failed({"preset": preset, "overrides": dict(overrides or {})}, bench, 0, exc, {}, None, {}, [])
+    config = {"preset": preset, "overrides": dict(overrides or {}),
+              "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
     if views.identity is not None:
         config["views"] = views.identity
     ctx = Context.create(bench.info(), hparams, seed, device=options.device, cache_dir=options.cache_dir,

@@ -1,8 +1,10 @@
 """Base-session models cached by a hash of their recipe.
 
 Methods that share a base recipe (same backbone, data, hyperparameters and seed) train it once:
-the first trains and saves it, the others load it. The key covers the benchmark id, the seed,
-the recipe and ``BASE_CODE_VERSION`` (bumped when the training code changes what it produces).
+the first trains and saves it, the others load it. The key (:func:`base_model_key`) covers the
+benchmark id, the seed, the recipe and ``BASE_CODE_VERSION`` (bumped when the training code
+changes what it produces); a method's ``base_model_recipes`` gives the recipes its ``fit_base``
+asks for, so a dry run can tell which models would be trained and which loaded, without training.
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def _load_or_train(ctx: Context, path: Path, model: nn.Module, train: Callable[[
     return note
 
 
+def base_model_key(benchmark_id: str, seed: int, recipe: dict[str, Any], views: dict[str, str] | None = None) -> str:
+    """The cache key of the base model of ``recipe`` on a benchmark (``name@version``) and seed;
+    a method's own train/test ``views`` (:attr:`Context.views`) train another model."""
+    return stable_hash({"benchmark": benchmark_id, "seed": seed, "recipe": recipe, "code": BASE_CODE_VERSION,
+                        **({"views": views} if views else {})})
+
+
+def base_model_path(cache_dir: Path, key: str) -> Path:
+    """Where the base model of ``key`` is cached (a checked entry: a sidecar holds its sha256)."""
+    return Path(cache_dir) / "base_models" / f"{key}.pt"
+
+
 def cached_model(
     ctx: Context,
     recipe: dict[str, Any],
@@ -71,10 +85,8 @@ def cached_model(
     same recipe starts from the same initial weights. The key also holds the method's own views
     (``ctx.views``) when it has any. Cache use is noted in ``ctx.extra``.
     """
-    views = {"views": ctx.views} if ctx.views else {}  # a method's own views train another model
-    key = stable_hash({"benchmark": ctx.benchmark.id, "seed": ctx.seed, "recipe": recipe, "code": BASE_CODE_VERSION,
-                       **views})
-    path = ctx.cache_dir / "base_models" / f"{key}.pt"
+    key = base_model_key(ctx.benchmark.id, ctx.seed, recipe, ctx.views)
+    path = base_model_path(ctx.cache_dir, key)
     torch.manual_seed(ctx.stage_seed("base-init", key))
     model = build().to(ctx.device)
     # Another process of a parallel run (a worker, an array task) may be training this very model:
@@ -90,6 +102,13 @@ def cached_model(
     return model
 
 
+def cross_entropy_recipe(backbone: str, sgd: SGDRecipe, classes: int,
+                         init: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe (cache key material) of :func:`cross_entropy_base_model` for ``classes`` base
+    classes; ``init`` is the backbone initialisation's identity (:attr:`BackboneInit.identity`)."""
+    return {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": classes, **(init or {})}
+
+
 def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe,
                              pretrained: str | None = None, frozen_stages: int = -1) -> BackboneWithHead:
     """The standard base model: ``backbone`` + linear head trained with cross-entropy on the
@@ -97,8 +116,7 @@ def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd:
     starts from scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
     (:func:`fscil_bench.toolkit.backbones.backbone_init`)."""
     init = backbone_init(ctx, backbone, pretrained, frozen_stages)
-    recipe = {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": session.num_seen,
-              **init.identity}
+    recipe = cross_entropy_recipe(backbone, sgd, session.num_seen, init.identity)
     generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
 
     def train(model: nn.Module) -> None:

@@ -47,8 +47,13 @@ from fscil_bench.cache import stable_hash
 from fscil_bench.models.etf import FixedETFClassifier
 from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.backbones import backbone_init
-from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.backbones import BackboneInit, backbone_init
+from fscil_bench.toolkit.base_models import (
+    base_model_key,
+    cached_model,
+    cross_entropy_base_model,
+    cross_entropy_recipe,
+)
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     cached_features,
@@ -174,6 +179,35 @@ class NeckLearner(MethodBase):
 
     # --- the stages ----------------------------------------------------------------------------
 
+    def base_recipe(self, hp: NeckLearnerHparams, ctx: Context, init: BackboneInit,
+                    warm_key: str | None) -> dict[str, Any]:
+        """What defines the base model (its cache key material), given the backbone's
+        initialisation and the cache key of the warm-start model (None without one)."""
+        return {
+            "kind": self.kind,
+            "version": ETF_BASE_VERSION,
+            "backbone": hp.backbone,
+            "pretrained_sha256": init.weights.sha256 if init.weights else None,
+            **({"frozen_stages": init.frozen_stages} if init.frozen_stages >= 0 else {}),
+            "warm_start": warm_key,
+            "train_backbone": hp.train_backbone,
+            "feature_dim": hp.feature_dim,
+            "head": self.head_recipe(hp, ctx),
+            "loss_weight": hp.loss_weight,
+            "reweight": hp.base_reweight,
+            "sgd": recipe_key(hp.base),
+            "classes": ctx.benchmark.num_base_classes,
+            "total_classes": ctx.num_classes_total,
+        }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: NeckLearnerHparams = ctx.hparams
+        num_base = ctx.benchmark.num_base_classes
+        warm = [cross_entropy_recipe(hp.backbone, hp.warm_start, num_base)] if hp.warm_start is not None else []
+        warm_key = base_model_key(ctx.benchmark.id, ctx.seed, warm[0], ctx.views) if warm else None
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        return [*warm, self.base_recipe(hp, ctx, init, warm_key)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: NeckLearnerHparams = ctx.hparams
         self.hp = hp
@@ -191,22 +225,7 @@ class NeckLearner(MethodBase):
             warm_key = ctx.extra.pop("base_model")["key"]
             ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
                                           "with this method's classifier and loss")
-        recipe = {
-            "kind": self.kind,
-            "version": ETF_BASE_VERSION,
-            "backbone": hp.backbone,
-            "pretrained_sha256": init.weights.sha256 if init.weights else None,
-            **({"frozen_stages": hp.frozen_stages} if hp.frozen_stages >= 0 else {}),
-            "warm_start": warm_key,
-            "train_backbone": hp.train_backbone,
-            "feature_dim": hp.feature_dim,
-            "head": self.head_recipe(hp, ctx),
-            "loss_weight": hp.loss_weight,
-            "reweight": hp.base_reweight,
-            "sgd": recipe_key(hp.base),
-            "classes": num_base,
-            "total_classes": ctx.num_classes_total,
-        }
+        recipe = self.base_recipe(hp, ctx, init, warm_key)
 
         def build() -> NeckModel:
             backbone = init.build()
