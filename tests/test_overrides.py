@@ -50,8 +50,8 @@ def test_a_badly_typed_value_is_one_line_naming_the_field_and_its_type():
     assert error_of(Prototype, "base.nesterov=maybe").startswith("base.nesterov must be bool")
     assert error_of(Prototype, "base.milestones=[12,x]").startswith("base.milestones must be tuple[float, ...]")
     assert error_of(Prototype, "base=3").startswith("base must be SGDRecipe, not '3'")
-    with pytest.raises(PresetError, match=r"^pretrained_path must be str \| None, not '\[1\]' \(etf \[quick\]\)$"):
-        resolve(ETF, "quick", "glyphs", [Override("pretrained_path", [1])])  # a list read from a run file
+    with pytest.raises(PresetError, match=r"^pretrained must be str \| None, not '\[1\]' \(etf \[quick\]\)$"):
+        resolve(ETF, "quick", "glyphs", [Override("pretrained", [1])])  # a list read from a run file
 
 
 def test_an_unknown_key_lists_the_valid_keys_and_the_closest_one():
