@@ -70,7 +70,7 @@ _CUB = ETFHparams(
 PRESETS = {
     "quick": {"glyphs100": _QUICK, "default": _QUICK},
     "smoke": ETFHparams(backbone=QUICK_BACKBONE, base=SGDRecipe(epochs=2, lr=0.05, batch_size=16, warmup_epochs=0.5),
-                        session=StepRecipe(steps=4, lr=0.1, batch_size=8), feature_dim=16, augmented_views=1),
+                        session=StepRecipe(steps=4, lr=0.1, batch_size=8), feature_dim=128, augmented_views=1),
     "paper": {"cifar100": _CIFAR, "mini_imagenet": _MINI, "cub200": _CUB, "default": _CIFAR},
 }
 
