@@ -10,7 +10,7 @@ Stages:
    end with SGD on the base classes (:func:`fscil_bench.training.train_supervised`, the
    benchmark's training augmentation). Then the mean backbone feature of every base class is
    computed once over the whole base training set (test-time transform) and kept. The trained
-   model and these means are cached together under a hash of the recipe
+   model and these means are cached together under a hash of the recipe and the base data
    (:func:`fscil_bench.base_models.cached_model`). With ``train_backbone=False`` (the ``quick``
    presets) the backbone, taken from the shared cross-entropy base model, stays frozen: its
    features of the base training set are computed once (and cached, shared by every method
@@ -204,14 +204,15 @@ class NeckLearner(MethodBase):
         else:
             ctx.extra["backbone_init"] = "trained from scratch on the base session"
             ctx.extra["extra_data"] = None
-        warm_backbone, warm_key = None, None
+        warm_backbone, warm_key, warm_recipe_key = None, None, None
         if not hp.train_backbone and hp.warm_start is None and not hp.pretrained_path:
             raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained_path")
         if hp.warm_start is not None:
             if hp.pretrained_path:
                 raise ValueError("warm_start and pretrained_path are exclusive: choose one backbone initialisation")
             warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
-            warm_key = ctx.extra.pop("base_model")["key"]
+            warm_note = ctx.extra.pop("base_model")
+            warm_key, warm_recipe_key = warm_note["key"], warm_note["recipe_key"]
             ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
                                           "with this method's classifier and loss")
         recipe = {
@@ -219,7 +220,7 @@ class NeckLearner(MethodBase):
             "version": ETF_BASE_VERSION,
             "backbone": hp.backbone,
             "pretrained_sha256": pretrained_sha,
-            "warm_start": warm_key,
+            "warm_start": warm_recipe_key,  # the data it was trained on is keyed by cached_model
             "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
             "head": self.head_recipe(hp, ctx),
@@ -256,7 +257,7 @@ class NeckLearner(MethodBase):
                                   hp.base, ctx, desc="base session (neck)", generator=generator)
             model.base_means.copy_(class_means(feats, labels, session.new_classes))
 
-        self.model: NeckModel = cached_model(ctx, recipe, build, train)
+        self.model: NeckModel = cached_model(ctx, recipe, build, train, data=session.train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
         self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
