@@ -152,7 +152,8 @@ class ICaRL(MethodBase):
         def train(model: nn.Module) -> None:
             train_supervised(model, session.train, loss, hp.base, ctx, desc="icarl base session", generator=generator)
 
-        return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(hp.backbone), session.num_seen), train)
+        return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(hp.backbone), session.num_seen), train,
+                            data=session.train)
 
     # --- incremental sessions -----------------------------------------------------------------
 

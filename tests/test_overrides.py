@@ -12,7 +12,7 @@ from fscil_bench.baselines.prototype import Prototype
 from fscil_bench.protocol import Context, MethodBase
 from fscil_bench.run.overrides import Override, PresetError, resolve, resolve_grid
 from fscil_bench.run.runner import run_method
-from fscil_bench.toolkit.base_models import base_model_key
+from fscil_bench.toolkit.base_models import base_model_recipe_key
 from fscil_bench.toolkit.training import SGDRecipe
 
 
@@ -134,13 +134,13 @@ def test_an_override_of_the_base_recipe_changes_the_base_model_cache_key(synthet
     for label, overrides in (("plain", {}), ("epochs", {"base.epochs": 1}), ("scale", {"scale": 4.0})):
         chosen = resolve(Prototype, "smoke", info.family, overrides)
         ctx = Context.create(info, chosen.hparams, 0, cache_dir=run_options.cache_dir)
-        planned[label] = [base_model_key(info.id, 0, r) for r in Prototype().base_model_recipes(ctx)]
+        planned[label] = [base_model_recipe_key(info.id, 0, r) for r in Prototype().base_model_recipes(ctx)]
         if label != "scale":
             result = run_method(synthetic_benchmark, Prototype, "smoke", 0, run_options, chosen.overrides)
             assert result.status == "completed", result.error
             assert result.config["overrides"] == chosen.overrides
             assert result.config["hparams"]["base"]["epochs"] == chosen.hparams.base.epochs
-            used[label] = [result.extra["base_model"]["key"]]
+            used[label] = [result.extra["base_model"]["recipe_key"]]
     assert planned["plain"] == used["plain"] and planned["epochs"] == used["epochs"]
     assert used["epochs"] != used["plain"]
     assert planned["scale"] == planned["plain"]  # a value the base model does not use leaves its key alone
@@ -154,5 +154,5 @@ def test_the_neck_learners_planned_keys_are_the_keys_it_uses(synthetic_benchmark
     recipes = ETF().base_model_recipes(ctx)
     result = run_method(synthetic_benchmark, ETF, "smoke", 0, run_options, chosen.overrides)
     assert result.status == "completed", result.error
-    assert [base_model_key(info.id, 0, r) for r in recipes] == [result.extra["base_model"]["key"]]
+    assert [base_model_recipe_key(info.id, 0, r) for r in recipes] == [result.extra["base_model"]["recipe_key"]]
     assert recipes[0]["feature_dim"] == 12 and recipes[0]["sgd"]["epochs"] == 1

@@ -23,8 +23,8 @@ from fscil_bench.cache import verified
 from fscil_bench.protocol import Context, hparams_to_dict
 from fscil_bench.results.store import ResultsStore, RunKey
 from fscil_bench.run.overrides import ResolvedPreset
-from fscil_bench.run.runner import method_views
-from fscil_bench.toolkit.base_models import base_model_key, base_model_path
+from fscil_bench.run.runner import make_session, method_views
+from fscil_bench.toolkit.base_models import base_model_key, base_model_path, base_model_recipe_key
 
 TRAIN, LOAD, LOAD_AFTER = "train", "load from the cache", "load (trained by an earlier run of this grid)"
 
@@ -124,8 +124,9 @@ def _plan_base_models(run: PlannedRun, method_cls: type, bench: Benchmark, cache
         run.note = "base models not declared by the method"
         return
     run.base_models = []
+    data_sha256 = make_session(bench, 0).train.digest()  # what the base models are trained on
     for recipe in recipes:
-        key = base_model_key(info.id, run.key.seed, recipe, views)
+        key = base_model_key(base_model_recipe_key(info.id, run.key.seed, recipe, views), data_sha256)
         path = base_model_path(cache_dir, key)
         action = LOAD_AFTER if key in trained else LOAD if verified(path) else TRAIN
         if action == TRAIN:

@@ -10,7 +10,7 @@ Stages:
    end with SGD on the base classes (:func:`fscil_bench.training.train_supervised`, the
    benchmark's training augmentation). Then the mean backbone feature of every base class is
    computed once over the whole base training set (test-time transform) and kept. The trained
-   model and these means are cached together under a hash of the recipe
+   model and these means are cached together under a hash of the recipe and the base data
    (:func:`fscil_bench.base_models.cached_model`). With ``train_backbone=False`` (the ``quick``
    presets) the backbone, taken from the shared cross-entropy base model, stays frozen: its
    features of the base training set are computed once (and cached, shared by every method
@@ -49,7 +49,7 @@ from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.toolkit.backbones import BackboneInit, backbone_init
 from fscil_bench.toolkit.base_models import (
-    base_model_key,
+    base_model_recipe_key,
     cached_model,
     cross_entropy_base_model,
     cross_entropy_recipe,
@@ -180,16 +180,17 @@ class NeckLearner(MethodBase):
     # --- the stages ----------------------------------------------------------------------------
 
     def base_recipe(self, hp: NeckLearnerHparams, ctx: Context, init: BackboneInit,
-                    warm_key: str | None) -> dict[str, Any]:
+                    warm_recipe_key: str | None) -> dict[str, Any]:
         """What defines the base model (its cache key material), given the backbone's
-        initialisation and the cache key of the warm-start model (None without one)."""
+        initialisation and the recipe key of the warm-start model (None without one; the data it
+        was trained on is keyed by :func:`cached_model`)."""
         return {
             "kind": self.kind,
             "version": ETF_BASE_VERSION,
             "backbone": hp.backbone,
             "pretrained_sha256": init.weights.sha256 if init.weights else None,
             **({"frozen_stages": init.frozen_stages} if init.frozen_stages >= 0 else {}),
-            "warm_start": warm_key,
+            "warm_start": warm_recipe_key,
             "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
             "head": self.head_recipe(hp, ctx),
@@ -204,9 +205,9 @@ class NeckLearner(MethodBase):
         hp: NeckLearnerHparams = ctx.hparams
         num_base = ctx.benchmark.num_base_classes
         warm = [cross_entropy_recipe(hp.backbone, hp.warm_start, num_base)] if hp.warm_start is not None else []
-        warm_key = base_model_key(ctx.benchmark.id, ctx.seed, warm[0], ctx.views) if warm else None
+        warm_recipe_key = base_model_recipe_key(ctx.benchmark.id, ctx.seed, warm[0], ctx.views) if warm else None
         init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
-        return [*warm, self.base_recipe(hp, ctx, init, warm_key)]
+        return [*warm, self.base_recipe(hp, ctx, init, warm_recipe_key)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: NeckLearnerHparams = ctx.hparams
@@ -219,13 +220,14 @@ class NeckLearner(MethodBase):
         init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
         ctx.extra["backbone_init"] = (f"pretrained weights {init.weights.name} (sha256 {init.weights.sha256[:16]})"
                                       if init.weights else "trained from scratch on the base session")
-        warm_backbone, warm_key = None, None
+        warm_backbone, warm_key, warm_recipe_key = None, None, None
         if hp.warm_start is not None:
             warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
-            warm_key = ctx.extra.pop("base_model")["key"]
+            warm_note = ctx.extra.pop("base_model")
+            warm_key, warm_recipe_key = warm_note["key"], warm_note["recipe_key"]
             ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
                                           "with this method's classifier and loss")
-        recipe = self.base_recipe(hp, ctx, init, warm_key)
+        recipe = self.base_recipe(hp, ctx, init, warm_recipe_key)
 
         def build() -> NeckModel:
             backbone = init.build()
@@ -251,7 +253,7 @@ class NeckLearner(MethodBase):
                                   hp.base, ctx, desc="base session (neck)", generator=generator)
             model.base_means.copy_(class_means(feats, labels, session.new_classes))
 
-        self.model: NeckModel = cached_model(ctx, recipe, build, train)
+        self.model: NeckModel = cached_model(ctx, recipe, build, train, data=session.train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
         self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
