@@ -59,7 +59,8 @@ def legend_lines(table: Table, tolerance_note: bool) -> list[str]:
         "diagnostics (NC1, equiangularity, alignment) are means over the seeds that recorded them.",
         "Bold: the best measured value of each column among non-oracle methods (higher is better for accuracies "
         "and alignment; lower for PD, forgetting, NC1 and equiangularity). Time (s) is the mean wall time of a "
-        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked.",
+        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked; neither "
+        "are rows marked NOT PROTOCOL-CLEAN (a base checkpoint chosen by test accuracy, the papers' rule).",
         "Failed runs and missing seeds are listed in Notes; their cells are not part of the mean. Every "
         "accuracy is recomputed from the run's saved predictions; a run whose stored numbers disagree with them is "
         "named in Notes.",

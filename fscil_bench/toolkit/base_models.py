@@ -21,7 +21,7 @@ from fscil_bench import distributed
 from fscil_bench.cache import exclusive_lock, stable_hash, verified, write_checked
 from fscil_bench.protocol import Context, Session
 from fscil_bench.toolkit.backbones import backbone_init
-from fscil_bench.toolkit.heads import BackboneWithHead
+from fscil_bench.toolkit.heads import BackboneWithCosineHead, BackboneWithHead
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
 BASE_CODE_VERSION = 1
@@ -90,21 +90,36 @@ def cached_model(
     return model
 
 
+CLASSIFIERS = ("linear", "cosine")
+
+
 def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe,
-                             pretrained: str | None = None, frozen_stages: int = -1) -> BackboneWithHead:
-    """The standard base model: ``backbone`` + linear head trained with cross-entropy on the
-    base session, shared (through the cache) by every method with the same settings. The backbone
-    starts from scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
+                             pretrained: str | None = None, frozen_stages: int = -1, classifier: str = "linear",
+                             scale: float = 16.0) -> BackboneWithHead | BackboneWithCosineHead:
+    """The standard base model: ``backbone`` + a classifier trained with cross-entropy on the
+    base session, shared (through the cache) by every method with the same settings. The
+    classifier is linear, or ``"cosine"`` (``scale * cos``, CEC's decoupled-cosine base,
+    :class:`~fscil_bench.toolkit.heads.BackboneWithCosineHead`). The backbone starts from
+    scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
     (:func:`fscil_bench.toolkit.backbones.backbone_init`)."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown base classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
     init = backbone_init(ctx, backbone, pretrained, frozen_stages)
+    head = {"classifier": "cosine", "scale": scale} if classifier == "cosine" else {}
     recipe = {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": session.num_seen,
-              **init.identity}
+              **init.identity, **head}
     generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
 
-    def train(model: nn.Module) -> None:
-        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator)
+    def build() -> nn.Module:
+        if classifier == "cosine":
+            return BackboneWithCosineHead(init.build(), session.num_seen, scale)
+        return BackboneWithHead(init.build(), session.num_seen)
 
-    return cached_model(ctx, recipe, lambda: BackboneWithHead(init.build(), session.num_seen), train)
+    def train(model: nn.Module) -> None:
+        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator,
+                         predict=model)
+
+    return cached_model(ctx, recipe, build, train)
 
 
 #: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once
