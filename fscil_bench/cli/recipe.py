@@ -62,24 +62,30 @@ def render(recipe: dict) -> str:
         view = recipe["views"][role]
         where = f" ({view['source']})" if view.get("source") else ""
         lines.append(f"{role} view: {view['name'] or 'benchmark'}: {view['description']}{where}")
-    weights = recipe["pretrained"]
-    if weights is None:
-        lines.append("weights: none (the backbone is trained from scratch on the benchmark)")
-    else:
-        lines.append(f"weights: {weights['reference']}" + (
-            f" = {weights['file']} ({weights['trained_on']}; extra data; {'present' if weights['present'] else 'MISSING: fscil-bench weights fetch ' + weights['reference']})"
-            if "file" in weights else " (a file of your own; extra data)"))
+    lines.append(f"weights: {_weights(recipe['pretrained'])}")
     lines.append(f"precision: {recipe['precision']}")
     rule = recipe["base_checkpoint"]
-    lines.append(f"base checkpoint: {rule['rule']}" + ("" if rule["protocol_clean"] else " (NOT protocol-clean: chosen on test labels)"))
+    clean = "" if rule["protocol_clean"] else " (NOT protocol-clean: chosen on test labels)"
+    lines.append(f"base checkpoint: {rule['rule']}{clean}")
     return "\n".join(lines)
 
 
+def _weights(weights: dict | None) -> str:
+    if weights is None:
+        return "none (the backbone is trained from scratch on the benchmark)"
+    if "file" not in weights:
+        return f"{weights['reference']} (a file of your own; extra data)"
+    where = "present" if weights["present"] else f"MISSING: fscil-bench weights fetch {weights['reference']}"
+    return f"{weights['reference']} = {weights['file']} ({weights['trained_on']}; extra data; {where})"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    recipe = sub.add_parser("recipe", help="print the fully resolved recipe of a run (every value and its source), without training")
+    recipe = sub.add_parser("recipe", help="print the fully resolved recipe of a run (every value and its source), "
+                                           "without training")
     recipe.add_argument("--method", "-m", required=True, help="method name")
     recipe.add_argument("--benchmark", "-b", default="glyphs100", help="benchmark name (default: glyphs100)")
-    recipe.add_argument("--preset", default="paper", help="preset, optionally with '+validation' or '+best-on-test' (default: paper)")
+    recipe.add_argument("--preset", default="paper",
+                        help="preset, optionally with '+validation' or '+best-on-test' (default: paper)")
     recipe.add_argument("--json", action="store_true", help="print JSON")
     recipe.add_argument("--plugin", action="append", metavar="FILE.py", help="a Python file defining extra methods")
     recipe.add_argument("--weights-dir", help="folder of known pretrained weights files (default: <cache>/weights)")

@@ -140,7 +140,7 @@ def resolve_recipe(method: str, method_cls: type, preset: str, benchmark: str, f
     return {
         "method": method,
         "paper": getattr(method_cls, "paper", ""),
-        "note": table["recipes"].get(method, {}).get("note", ""),
+        "note": table["recipes"].get(method, {}).get("note", "") if official else "",
         "preset": preset,
         "benchmark": benchmark,
         "family": family,
