@@ -41,14 +41,14 @@ def pick_heatmap_row(bench: BenchmarkResults, method: str | None) -> MethodRow |
     """The row whose accuracy matrix is drawn.
 
     ``method`` given: its preset with the highest mean average accuracy. Otherwise the best
-    non-oracle row by mean average accuracy (ties: method, then preset name); an oracle only
-    when nothing else has results. ``None`` when no row of the benchmark has a completed run.
+    non-oracle, protocol-clean row by mean average accuracy (ties: method, then preset name); an
+    oracle or a row that is not protocol-clean only when nothing else has results. ``None`` when no row of the benchmark has a completed run.
     """
     rows = [r for r in bench.rows.values() if r.matrices and (method is None or r.method == method)]
 
     def rank(r: MethodRow) -> tuple:
         avg = r.mean("avg")
-        return (r.oracle, -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
+        return (r.oracle, bool(r.not_clean), -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
 
     return min(rows, key=rank) if rows else None
 

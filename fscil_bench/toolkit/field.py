@@ -15,7 +15,9 @@ ResNet-18 on CUB-200. CEC publishes the base recipe of its decoupled-cosine base
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fscil_bench.toolkit.training import SGDRecipe
 
@@ -49,6 +51,6 @@ FIELD: dict[str, FieldSetup] = {
 }
 
 
-def field_presets(make) -> dict[str, object]:
+def field_presets(make: Callable[[FieldSetup], Any]) -> dict[str, Any]:
     """``{family: make(setup)}`` for every family of :data:`FIELD` (``"default"`` included)."""
     return {family: make(setup) for family, setup in FIELD.items()}
