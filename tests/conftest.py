@@ -31,16 +31,16 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator, size: int = 1
 
 
 def make_synthetic_benchmark(num_base: int = 4, ways: int = 2, sessions: int = 3, shots: int = 3,
-                             train_per_class: int = 12, test_per_class: int = 5, seed: int = 0) -> Benchmark:
+                             train_per_class: int = 12, test_per_class: int = 5, seed: int = 0, size: int = 16) -> Benchmark:
     num_classes = num_base + ways * sessions
     rng = np.random.default_rng(seed)
     train_labels = np.repeat(np.arange(num_classes), train_per_class)
     test_labels = np.repeat(np.arange(num_classes), test_per_class)
-    train = ImageArray(synthetic_images(train_labels, rng), train_labels)
-    test = ImageArray(synthetic_images(test_labels, rng), test_labels)
+    train = ImageArray(synthetic_images(train_labels, rng, size), train_labels)
+    test = ImageArray(synthetic_images(test_labels, rng, size), test_labels)
     schedule = Schedule.from_class_counts("synthetic", train_labels, num_base, ways, shots, np.random.default_rng(seed))
     return Benchmark("synthetic", 1, "synthetic", schedule, train, test,
-                     CropFlip(NORM, size=16, padding=2), Evaluate(NORM), manifest={})
+                     CropFlip(NORM, size=size, padding=2), Evaluate(NORM), manifest={})
 
 
 @pytest.fixture

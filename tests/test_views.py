@@ -130,3 +130,14 @@ def test_a_bad_view_name_fails_the_run_before_training(synthetic_benchmark, run_
 
     result = run_method(synthetic_benchmark, Bad, "quick", 0, run_options)
     assert result.status == "failed" and "unknown view 'no-such-view'" in result.error["message"]
+
+
+def test_a_benchmark_tells_views_its_family_normalisation_and_whether_it_mirrors(synthetic_benchmark):
+    from dataclasses import replace
+
+    from fscil_bench.data.transforms import CropFlip
+
+    inputs = synthetic_benchmark.view_inputs()
+    assert inputs.family == "synthetic" and inputs.norm == synthetic_benchmark.eval_transform.norm and inputs.flip
+    no_mirror = replace(synthetic_benchmark, train_transform=CropFlip(inputs.norm, size=16, flip=False))
+    assert not no_mirror.view_inputs().flip

@@ -107,12 +107,16 @@ class LabelledImages:
         device: torch.device | str = "cpu",
         drop_last: bool = False,
         pin_memory: bool | None = None,
+        repeat: int = 1,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)`` on ``device``; images transformed (on ``device``) and
-        normalised. ``pin_memory`` (default: for CUDA devices) stages each copy in pinned memory."""
-        n = len(self)
+        normalised. ``pin_memory`` (default: for CUDA devices) stages each copy in pinned memory.
+        ``repeat`` walks ``repeat`` copies of the set in one (shuffled) order (mmcv's ``RepeatDataset``)."""
+        n = len(self) * repeat
         pin = pin_by_default(device) if pin_memory is None else pin_memory
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if repeat > 1:
+            order = order % len(self)
         transform = self.train_transform if augment else self.eval_transform
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
@@ -120,8 +124,8 @@ class LabelledImages:
             raw = to_device(self._images[idx], device, pin)
             yield transform(raw, generator), to_device(self._labels[idx], device, pin)
 
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
+    def num_batches(self, batch_size: int, drop_last: bool = False, repeat: int = 1) -> int:
+        n = len(self) * repeat
         return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
 
 

@@ -143,6 +143,9 @@ class RandomCrop:
         b = x.shape[0]
         padded = F.pad(x, (self.padding,) * 4, value=self.fill) if self.padding else x
         span_h, span_w = padded.shape[2] - self.size + 1, padded.shape[3] - self.size + 1
+        if span_h < 1 or span_w < 1:
+            raise ValueError(f"a random crop of {self.size} px needs images of at least {self.size - 2 * self.padding} px "
+                             f"(got {tuple(x.shape[-2:])})")
         corner = _rand((b, 2), generator)
         rows0 = _on((corner[:, 0] * span_h).long(), x.device)
         cols0 = _on((corner[:, 1] * span_w).long(), x.device)

@@ -34,7 +34,7 @@ from fscil_bench.cache import exclusive_lock, stable_hash, verified, write_check
 from fscil_bench.data.arrays import LabelledImages
 from fscil_bench.protocol import Context, Session
 from fscil_bench.toolkit.backbones import backbone_init
-from fscil_bench.toolkit.heads import BackboneWithHead
+from fscil_bench.toolkit.heads import BackboneWithCosineHead, BackboneWithHead
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
 BASE_CODE_VERSION = 1
@@ -127,28 +127,51 @@ def cached_model(
     return model
 
 
-def cross_entropy_recipe(backbone: str, sgd: SGDRecipe, classes: int,
-                         init: dict[str, Any] | None = None) -> dict[str, Any]:
+CLASSIFIERS = ("linear", "cosine")
+
+
+def cross_entropy_recipe(backbone: str, sgd: SGDRecipe, classes: int, init: dict[str, Any] | None = None,
+                         classifier: str = "linear", scale: float = 16.0) -> dict[str, Any]:
     """The recipe (cache key material) of :func:`cross_entropy_base_model` for ``classes`` base
     classes; ``init`` is the backbone initialisation's identity (:attr:`BackboneInit.identity`)."""
-    return {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": classes, **(init or {})}
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown base classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
+    head = {"classifier": "cosine", "scale": scale} if classifier == "cosine" else {}
+    return {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": classes,
+            **(init or {}), **head}
+
+
+def cross_entropy_recipe_for(ctx: Context, backbone: str, sgd: SGDRecipe, pretrained: str | None = None,
+                             frozen_stages: int = -1, classifier: str = "linear", scale: float = 16.0) -> dict[str, Any]:
+    """The recipe :func:`cross_entropy_base_model` trains under the same arguments (for a method's
+    ``base_model_recipes``)."""
+    init = backbone_init(ctx, backbone, pretrained, frozen_stages)
+    return cross_entropy_recipe(backbone, sgd, ctx.benchmark.num_base_classes, init.identity, classifier, scale)
 
 
 def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe,
-                             pretrained: str | None = None, frozen_stages: int = -1) -> BackboneWithHead:
-    """The standard base model: ``backbone`` + linear head trained with cross-entropy on the
-    base session, shared (through the cache) by every method with the same settings. The backbone
-    starts from scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
+                             pretrained: str | None = None, frozen_stages: int = -1, classifier: str = "linear",
+                             scale: float = 16.0) -> BackboneWithHead | BackboneWithCosineHead:
+    """The standard base model: ``backbone`` + a classifier trained with cross-entropy on the
+    base session, shared (through the cache) by every method with the same settings. The
+    classifier is linear, or ``"cosine"`` (``scale * cos``, CEC's decoupled-cosine base,
+    :class:`~fscil_bench.toolkit.heads.BackboneWithCosineHead`). The backbone starts from
+    scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
     (:func:`fscil_bench.toolkit.backbones.backbone_init`)."""
     init = backbone_init(ctx, backbone, pretrained, frozen_stages)
-    recipe = cross_entropy_recipe(backbone, sgd, session.num_seen, init.identity)
+    recipe = cross_entropy_recipe(backbone, sgd, session.num_seen, init.identity, classifier, scale)
     generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
 
-    def train(model: nn.Module) -> None:
-        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator)
+    def build() -> nn.Module:
+        if classifier == "cosine":
+            return BackboneWithCosineHead(init.build(), session.num_seen, scale)
+        return BackboneWithHead(init.build(), session.num_seen)
 
-    return cached_model(ctx, recipe, lambda: BackboneWithHead(init.build(), session.num_seen), train,
-                        data=session.train)
+    def train(model: nn.Module) -> None:
+        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator,
+                         predict=model)
+
+    return cached_model(ctx, recipe, build, train, data=session.train)
 
 
 #: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once
