@@ -59,7 +59,7 @@ def test_an_unknown_key_lists_the_valid_keys_and_the_closest_one():
     assert message.startswith("unknown key 'base.epoch' for prototype [quick] (did you mean 'base.epochs'")
     assert "valid keys under base: base.lr, " in message and "base.batch_size" in message
     top = error_of(Prototype, "epochs=20")
-    assert "(did you mean 'base.epochs'?)" in top and top.endswith("valid keys: backbone, base.*, scale")
+    assert "(did you mean 'base.epochs'?)" in top and top.endswith("valid keys: backbone, base.*, scale, classifier, pretrained, frozen_stages, train_view, test_view")
     assert "is a float, not a group of settings" in error_of(Prototype, "base.lr.x=1")
 
 
