@@ -45,7 +45,7 @@ Presets. ``paper``: the published recipe per family (``run_base_*.sh``, ``run_in
 trains without fusion). ``quick`` keeps the whole method (two views of ALICE's augmentation, class
 augmentation with per-pair ``lam``, CosFace with s 30 and m 0.4, the two-layer projector, balanced
 5-image base prototypes, NCM on backbone features) and cuts the training to CPU minutes:
-convnet4-small, a 512-wide projector, one fusion round instead of four, 1 epoch on 250 images per
+convnet4-small, a 512-wide projector, one fusion round instead of four, 1 epoch on 150 images per
 base class at batch 64, lr 0.05 on a cosine schedule with a quarter-epoch warm-up (paper: 100
 epochs of every image at batch 128, lr 0.01, steps at 60 and 70).
 """
@@ -77,7 +77,7 @@ class AliceHparams:
     backbone: str = QUICK_BACKBONE
     pretrained: str | None = None
     base: SGDRecipe = SGDRecipe(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.25, nesterov=True)
-    base_images_per_class: int | None = 250  # None: every base image
+    base_images_per_class: int | None = 150  # None: every base image
     feat_dim: int = 512  # projector width
     scale: float = 30.0  # CosFace s
     margin: float = 0.4  # CosFace m

@@ -46,7 +46,7 @@ steps at 120 and 160, proto weight 5 "for all our experiments") with the script'
 All: batch 128, 100 session steps, scale 16 (``train.py`` defaults and scripts). ``quick`` keeps the
 whole method (rotation classes, attention block, stochastic classifier, prototype-anchored session
 fine-tuning, rotation-aggregated inference) and cuts the base training to CPU minutes: convnet4-small,
-2 epochs on 250 images per base class at batch 64, lr 0.05 on a cosine schedule with a half-epoch
+2 epochs on 180 images per base class at batch 64, lr 0.05 on a cosine schedule with a half-epoch
 warm-up (paper: 200 epochs of every image at batch 128, lr 0.1).
 """
 
@@ -78,7 +78,7 @@ class S3CHparams:
     backbone: str = QUICK_BACKBONE
     pretrained: str | None = None
     base: SGDRecipe = SGDRecipe(epochs=2, lr=0.05, batch_size=64, warmup_epochs=0.5, nesterov=True)
-    base_images_per_class: int | None = 250  # None: every base image
+    base_images_per_class: int | None = 180  # None: every base image
     scale: float = 16.0
     sigma_offset: float = 4.0  # std = softplus(sigma - offset)
     session_steps: int = 100

@@ -43,7 +43,7 @@ Presets. ``paper``: the README's three commands (``README.md:50,55,60``), every 
 (fantasy ``rotation2``, the classifier over joint labels, query, key and 4 constrained small crops of
 CIFAR's sizes and scales with the supervised MoCo loss and a label queue of 8192, alpha 0.2 and
 beta 0.8, means per (class, fantasy), fantasy-aggregated inference) and cuts the training to CPU
-minutes: convnet4-small, 1 epoch on 125 images per base class at batch 64, lr 0.05 on a cosine
+minutes: convnet4-small, 1 epoch on 100 images per base class at batch 64, lr 0.05 on a cosine
 schedule with a quarter-epoch warm-up, key momentum 0.99 (paper: ResNet-20, 600 epochs of every
 image at batch 128, lr 0.1, momentum 0.995, which would leave the key encoder near its
 initialisation in so few steps).
@@ -83,7 +83,7 @@ class SAVCHparams:
     backbone: str = QUICK_BACKBONE
     pretrained: str | None = None
     base: SGDRecipe = SGDRecipe(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.25, nesterov=True)
-    base_images_per_class: int | None = 125  # None: every base image
+    base_images_per_class: int | None = 100  # None: every base image
     fantasy: str = "rotation2"
     scale: float = 16.0  # classifier temperature
     moco_dim: int = 32

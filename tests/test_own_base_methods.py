@@ -257,3 +257,18 @@ def test_label_queue_wraps_around_and_never_counts_empty_slots():
     before = a.weight.detach().clone()
     momentum_update(a, b, 0.9)
     assert torch.allclose(a.weight, 0.9 * before + 0.1 * b.weight)
+
+
+@pytest.mark.slow
+def test_smoke_presets_run_all_sessions_of_glyphs100_tiny(tmp_path):
+    import json
+
+    from fscil_bench.cli import main
+
+    runs = tmp_path / "runs"
+    code = main(["run", "--benchmark", "glyphs100-tiny", "--methods", "alice,savc,s3c", "--preset", "smoke",
+                 "--output", str(runs), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    for name in ("alice", "savc", "s3c"):
+        record = json.loads((runs / "glyphs100-tiny@1" / name / "smoke" / "seed-0" / "record.json").read_text())
+        assert len(record["metrics"]["session_acc"]) == 9, name

@@ -47,7 +47,9 @@ def train_on_raw_batches(
 ) -> list[float]:
     """Train ``model`` (or only ``params``) with ``recipe``: every step draws a shuffled batch of raw
     images and labels from ``generator`` and minimises ``batch_loss(images, labels)``; return the
-    per-epoch mean loss. The model is in training mode throughout and in evaluation mode after."""
+    per-epoch mean loss. The model is in training mode throughout and in evaluation mode after.
+    One process, float32, no channels-last (the fast paths and data parallelism of
+    :func:`~fscil_bench.toolkit.training.train_supervised` are not wired in)."""
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     drop_last = len(data) > recipe.batch_size
     steps_per_epoch = data.num_batches(recipe.batch_size, drop_last=drop_last)
