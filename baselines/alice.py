@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,16 +188,27 @@ class Alice(MethodBase):
         },
     }
 
+    @staticmethod
+    def base_recipe(hp: AliceHparams, ctx: Context, init: dict[str, Any]) -> dict[str, Any]:
+        """The cache key material of the base model (``init``: the backbone's identity)."""
+        info = ctx.benchmark
+        outputs = head_size(info.num_classes, info.num_base_classes, info.num_sessions, hp.fusion_rounds > 0)
+        return {"kind": "alice", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": info.num_base_classes,
+                "outputs": outputs, "images_per_class": hp.base_images_per_class, "feat_dim": hp.feat_dim,
+                "scale": hp.scale, "margin": hp.margin, "fusion_rounds": hp.fusion_rounds,
+                "fusion_alpha": hp.fusion_alpha, **init}
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: AliceHparams = ctx.hparams
+        return [self.base_recipe(hp, ctx, backbone_init(ctx, hp.backbone, hp.pretrained).identity)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: AliceHparams = ctx.hparams
         info = ctx.benchmark
         num_base = session.num_seen
         outputs = head_size(info.num_classes, num_base, info.num_sessions, hp.fusion_rounds > 0)
         init = backbone_init(ctx, hp.backbone, hp.pretrained)
-        recipe = {"kind": "alice", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": num_base,
-                  "outputs": outputs, "images_per_class": hp.base_images_per_class, "feat_dim": hp.feat_dim,
-                  "scale": hp.scale, "margin": hp.margin, "fusion_rounds": hp.fusion_rounds,
-                  "fusion_alpha": hp.fusion_alpha, **init.identity}
+        recipe = self.base_recipe(hp, ctx, init.identity)
         generator = torch.Generator().manual_seed(ctx.stage_seed("alice-base", stable_hash(recipe)))
         data = base_subset(session.train, hp.base_images_per_class, ctx)
         view = session.train.train_transform
@@ -210,7 +222,7 @@ class Alice(MethodBase):
 
             train_on_raw_batches(model, data, batch_loss, hp.base, ctx, "ALICE base session", generator)
 
-        model = cached_model(ctx, recipe, lambda: AliceNetwork(init.build(), hp.feat_dim, outputs), train)
+        model = cached_model(ctx, recipe, lambda: AliceNetwork(init.build(), hp.feat_dim, outputs), train, data=data)
         self.backbone = model.backbone
         self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
         feats, labels = extract_features(self.backbone, session.train, ctx)

@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -163,13 +164,23 @@ class S3C(MethodBase):
         },
     }
 
+    @staticmethod
+    def base_recipe(hp: S3CHparams, ctx: Context, init: dict[str, Any]) -> dict[str, Any]:
+        """The cache key material of the base model (``init``: the backbone's identity)."""
+        return {"kind": "s3c", "backbone": hp.backbone, "sgd": recipe_key(hp.base),
+                "classes": ctx.benchmark.num_base_classes, "rows": ROTATIONS.size * ctx.num_classes_total,
+                "images_per_class": hp.base_images_per_class, "scale": hp.scale, "sigma_offset": hp.sigma_offset,
+                **init}
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: S3CHparams = ctx.hparams
+        return [self.base_recipe(hp, ctx, backbone_init(ctx, hp.backbone, hp.pretrained).identity)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: S3CHparams = ctx.hparams
         init = backbone_init(ctx, hp.backbone, hp.pretrained)
         rows = ROTATIONS.size * ctx.num_classes_total
-        recipe = {"kind": "s3c", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": session.num_seen,
-                  "rows": rows, "images_per_class": hp.base_images_per_class, "scale": hp.scale,
-                  "sigma_offset": hp.sigma_offset, **init.identity}
+        recipe = self.base_recipe(hp, ctx, init.identity)
         generator = torch.Generator().manual_seed(ctx.stage_seed("s3c-base", stable_hash(recipe)))
         data = base_subset(session.train, hp.base_images_per_class, ctx)
         view, base_rows = session.train.train_transform, ROTATIONS.size * session.num_seen
@@ -183,7 +194,7 @@ class S3C(MethodBase):
             train_on_raw_batches(model, data, batch_loss, hp.base, ctx, "S3C base session", generator)
 
         build = lambda: S3CNetwork(init.build(), rows, hp.scale, hp.sigma_offset)  # noqa: E731
-        self.network = cached_model(ctx, recipe, build, train)
+        self.network = cached_model(ctx, recipe, build, train, data=data)
         self.network.requires_grad_(False)  # the backbone and the attention block are frozen from now on
         self.generator = torch.Generator().manual_seed(ctx.stage_seed("s3c-sessions"))
         self.test_features = FrozenFeatureMemo(self._rotated_features)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -204,14 +205,24 @@ class SAVC(MethodBase):
                            hparams.small_crops)
         return MethodViews(train=WithCrops(train, crops), test=test)
 
+    @staticmethod
+    def base_recipe(hp: SAVCHparams, ctx: Context, init: dict[str, Any]) -> dict[str, Any]:
+        """The cache key material of the base model (``init``: the backbone's identity)."""
+        return {"kind": "savc", "backbone": hp.backbone, "sgd": recipe_key(hp.base),
+                "classes": ctx.benchmark.num_base_classes,
+                **{f.name: getattr(hp, f.name) for f in dataclasses.fields(hp)
+                   if f.name not in ("backbone", "base", "pretrained", "train_view", "test_view")}, **init}
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: SAVCHparams = ctx.hparams
+        return [self.base_recipe(hp, ctx, backbone_init(ctx, hp.backbone, hp.pretrained).identity)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: SAVCHparams = ctx.hparams
         self.fantasy = transform_set(hp.fantasy)
         m, num_base = self.fantasy.size, session.num_seen
         init = backbone_init(ctx, hp.backbone, hp.pretrained)
-        recipe = {"kind": "savc", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": num_base,
-                  **{f.name: getattr(hp, f.name) for f in dataclasses.fields(hp)
-                     if f.name not in ("backbone", "base", "pretrained", "train_view", "test_view")}, **init.identity}
+        recipe = self.base_recipe(hp, ctx, init.identity)
         generator = torch.Generator().manual_seed(ctx.stage_seed("savc-base", stable_hash(recipe)))
         data = base_subset(session.train, hp.base_images_per_class, ctx)
         view = session.train.train_transform
@@ -227,7 +238,7 @@ class SAVC(MethodBase):
                                  params=[p for n, p in model.named_parameters() if not n.startswith("key_")])
 
         build = lambda: SAVCNetwork(init.build(), num_base * m, hp.moco_dim, hp.queue_size)  # noqa: E731
-        self.backbone = cached_model(ctx, recipe, build, train).backbone
+        self.backbone = cached_model(ctx, recipe, build, train, data=data).backbone
         self.test_features = FrozenFeatureMemo(self._fantasy_features)  # the backbone never changes again
         self.scale, self.rows = hp.scale, torch.empty(0, self.backbone.out_dim, device=ctx.device)
         self.fit_session(session, ctx)
