@@ -14,7 +14,6 @@ from fscil_bench.schedules.draws import (
     schedule_variant,
     variant_record,
 )
-from fscil_bench.toolkit.features import data_digest
 from conftest import make_synthetic_benchmark
 
 
@@ -85,7 +84,7 @@ def test_the_base_session_is_byte_identical_under_every_split_and_order(bench):
     standard = make_session(bench, 0).train
     for split, order in ((1, 0), (0, 1), (4, 3)):
         base = make_session(benchmark_variant(bench, split, order), 0).train
-        assert data_digest(base) == data_digest(standard)
+        assert base.digest() == standard.digest()  # the base models' data digest (cached_model)
         assert base.classes() == standard.classes()
 
 
@@ -125,6 +124,9 @@ def test_a_frozen_backbone_method_reuses_the_base_model_for_other_splits_and_ord
     assert first.extra["base_model"]["cache_hit"] is False
     assert other.extra["base_model"]["cache_hit"] is True
     assert other.extra["base_model"]["key"] == first.extra["base_model"]["key"]
+    # the base model is keyed by the digest of its data: the drawn, reordered split's base session is the standard one
+    assert other.extra["base_model"]["data_sha256"] == first.extra["base_model"]["data_sha256"] \
+        == make_session(bench, 0).train.digest()
     np.testing.assert_array_equal(first.predictions[0], other.predictions[0])  # the same base session
 
 

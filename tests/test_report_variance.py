@@ -53,7 +53,8 @@ def test_cells_cover_the_standard_split_and_the_side_tables_every_run(tmp_path, 
     assert variance["a"]["Last order sd (n)"] == ""  # one order: no spread to measure
     assert variance["a"]["Last total sd (n)"] == "6.45 (4)"
     # Whether the ranking flips: a is the best at split 0; c ties it at split 1 (16/20 on average each).
-    assert ("Best by Last at each split and order (mean over seeds; non-oracle rows): split 0 order 0: a [quick]; "
+    assert ("Best by Last at each split and order (mean over seeds; ranked rows: not oracle, "
+            "protocol-clean): split 0 order 0: a [quick]; "
             "split 1 order 0: a [quick] = c [quick]; a [quick] is best or tied best in 2 of 2.") in md
     # a is the best; c's differences (0, +1, -1, -1) / 20 are not significant; b's -4 / 20 are.
     paired = table_rows(md, "Paired comparisons with the best")

@@ -1,7 +1,7 @@
 """The ``fscil-bench`` command.
 
-One module per command (``run``, ``list``, ``report``, ``compare``, ``data verify``), each with its
-``add_parser``; a new command is a module and one line in :data:`COMMANDS`. Errors a user can
+One module per command (``run``, ``list``, ``report``, ``compare``, ``data verify``, ``weights``,
+``recipe``), each with its ``add_parser``; a new command is a module and one line in :data:`COMMANDS`. Errors a user can
 fix (unknown names, unwritable folders, missing data) print one line starting with ``error:``
 and exit with status 2; they never print a traceback.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fscil_bench.cli import compare, data, listing, report, run
+from fscil_bench.cli import compare, data, listing, recipe, report, run, weights
 from fscil_bench.cli.common import UserError
 
-COMMANDS = (run, listing, report, compare, data)
+COMMANDS = (run, listing, report, compare, data, weights, recipe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,9 +63,9 @@ def row_spread(row: MethodRow, key: str) -> RowSpread:
 
 
 def best_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[MethodRow]]:
-    """Per (split, order) that every non-oracle row of ``rows`` has runs on: the row(s) with the
-    highest mean of ``key`` over their seeds there (several on a tie, to 1e-12)."""
-    ranked = [r for r in rows if not r.oracle and r.runs]
+    """Per (split, order) that every ranked row of ``rows`` (not oracle, protocol-clean) has runs
+    on: the row(s) with the highest mean of ``key`` over their seeds there (several on a tie, to 1e-12)."""
+    ranked = [r for r in rows if not r.oracle and not r.not_clean and r.runs]
     if len(ranked) < 2:
         return {}
     common = set.intersection(*({(c.coord.split, c.coord.order) for c in r.runs} for r in ranked))
@@ -165,8 +165,8 @@ class Ties:
 
     def mark(self, row: MethodRow) -> str:
         """``best`` (the reference), ``yes`` (indistinguishable from it), ``no``, or ``""``
-        (oracle, or no run shared with the reference)."""
-        if self.reference is None or row.oracle:
+        (oracle, not protocol-clean, or no run shared with the reference)."""
+        if self.reference is None or row.oracle or row.not_clean:
             return ""
         if row is self.reference:
             return "best"
@@ -176,12 +176,13 @@ class Ties:
 
 
 def ties_with(rows: list[MethodRow], reference: MethodRow | None, key: str, **kwargs) -> Ties:
-    """Every non-oracle row compared with ``reference`` on metric ``key`` (``row - reference``)."""
+    """Every ranked row (not oracle, protocol-clean) compared with ``reference`` on metric ``key``
+    (``row - reference``)."""
     ties = Ties(key, reference)
     if reference is None:
         return ties
     for row in rows:
-        if row is not reference and not row.oracle:
+        if row is not reference and not row.oracle and not row.not_clean:
             ties.comparisons[row.method, row.preset] = compare_rows(reference, row, (key,), **kwargs)[key]
     return ties
 

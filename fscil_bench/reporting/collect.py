@@ -102,6 +102,7 @@ class MethodRow:
     preset: str
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
+    not_clean: list[str] = field(default_factory=list)  # why the row's protocol is not clean (not ranked)
     seeds: list[int] = field(default_factory=list)  # completed seeds of the standard split and order
     failed: dict[RunCoord, str] = field(default_factory=dict)  # run -> why
     missing: list[RunCoord] = field(default_factory=list)  # runs other rows of this preset have
@@ -233,9 +234,13 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     method = record["method"]
     row.oracle = row.oracle or bool(method.get("oracle"))
     extra = method.get("extra_data")
-    for item in extra if isinstance(extra, list) else [extra] if extra else []:
-        if str(item) not in row.extra_data:
+    run_extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    for item in [*items, run_extra.get("extra_data")]:  # the method's own, and pretrained weights of this run
+        if item and str(item) not in row.extra_data:
             row.extra_data.append(str(item))
+    if run_extra.get("not_protocol_clean") and str(run_extra["not_protocol_clean"]) not in row.not_clean:
+        row.not_clean.append(str(run_extra["not_protocol_clean"]))
     coord = _coord(record)
     if record.get("status") != "completed":
         row.failed[coord] = _failure(record)

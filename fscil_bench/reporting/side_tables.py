@@ -109,7 +109,8 @@ def _flips(rows: list[MethodRow], key: str) -> str:
         for r in top:
             counts[r.label] = counts.get(r.label, 0) + 1
     leader = min(counts, key=lambda label: (-counts[label], label))
-    return (f"Best by {TITLES[key]} at each split and order (mean over seeds; non-oracle rows): {cells}; "
+    return (f"Best by {TITLES[key]} at each split and order (mean over seeds; ranked rows: not oracle, "
+            f"protocol-clean): {cells}; "
             f"{leader} is best or tied best in {counts[leader]} of {len(best)}.")
 
 
@@ -130,7 +131,7 @@ def _p(value: float) -> tuple[str, float | None]:
 def comparison_table(bench: BenchmarkResults, table: Table) -> SideTable | None:
     """Each ranked row minus the best row of Avg and of Last; None with fewer than two ranked rows."""
     rows = _rows(bench, table)
-    if sum(not r.oracle for r in rows) < 2 or not any(t.reference for t in table.ties.values()):
+    if sum(not r.oracle and not r.not_clean for r in rows) < 2 or not any(t.reference for t in table.ties.values()):
         return None
     headers = ["Method", "Preset"]
     for key in COMPARED:

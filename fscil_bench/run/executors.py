@@ -60,13 +60,17 @@ class GridJob:
     threads: int | None = None  # torch threads in the worker (None: torch's default)
     sync_batchnorm: bool = False
     bf16: bool = False
+    weights_dir: str | None = None
+    overrides: tuple[Any, ...] = ()  # fscil_bench.run.overrides.Override, as the command gave them
+    run_file: tuple[tuple[str, str], ...] | None = None  # the run file's path and sha256, for the record
     split: int = 0  # few-shot draw (0: the standard lists)
     order: int = 0  # class order (0: the standard order)
 
     @property
     def label(self) -> str:
+        changes = f" with {', '.join(map(str, self.overrides))}" if self.overrides else ""
         extra = "".join(f" {k} {v}" for k, v in (("split", self.split), ("order", self.order)) if v)
-        return f"{self.benchmark} {self.method} [{self.preset}] seed {self.seed}{extra}"
+        return f"{self.benchmark} {self.method} [{self.preset}{changes}] seed {self.seed}{extra}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ def run_job(job: GridJob) -> tuple[str, str]:
     from fscil_bench.results.store import ResultsStore, RunKey
     from fscil_bench.run.grid import run_grid
     from fscil_bench.run.methods import discover
+    from fscil_bench.run.overrides import resolve
     from fscil_bench.run.progress import log
     from fscil_bench.run.runner import RunOptions
 
@@ -144,16 +149,19 @@ def run_job(job: GridJob) -> tuple[str, str]:
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
         store = ResultsStore(job.output)
         spec = get_benchmark(job.benchmark)
-        key = RunKey(spec.id, job.method, job.preset, job.seed, job.split, job.order)
+        key = RunKey(spec.id, job.method, resolve(registry.get(job.method), job.preset, spec.family, job.overrides).id,
+                     job.seed, job.split, job.order)
         quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
-                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm)
+                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,
+                             weights_dir=Path(job.weights_dir) if job.weights_dir else None)
         load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=Path(job.data_root) if job.data_root else None,
                                    log=options.log)
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()
         with lock:
             outcomes = run_grid([job.benchmark], [job.method], [job.seed], job.preset, registry, store, options,
                                 load_options, force=job.force, command=job.command, echo=lambda msg: None,
+                                overrides=job.overrides, run_file=dict(job.run_file) if job.run_file else None,
                                 splits=[job.split], orders=[job.order])
     finally:
         distributed.shutdown()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +10,11 @@ from fscil_bench import distributed
 from fscil_bench.benchmarks.benchmark import Benchmark, LoadOptions
 from fscil_bench.benchmarks.registry import get_benchmark
 from fscil_bench.benchmarks.variants import benchmark_variant
+from fscil_bench.models.weights import WeightsError, resolve_weights
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
 from fscil_bench.run.methods import MethodRegistry
+from fscil_bench.run.overrides import Override, resolve
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
 from fscil_bench.schedules.draws import variant_record
 
@@ -25,7 +27,10 @@ class RunOutcome:
 
 
 def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, result: RunResult,
-                 started: str, device: str, command: str | None) -> dict[str, Any]:
+                 started: str, device: str, command: str | None, run_file: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record of one run. ``key.preset`` is the preset's id (``paper+<digest>`` with overrides;
+    ``config`` holds the preset's name, the overrides and the resolved hyperparameters);
+    ``run_file`` names the run file the command read (its path and sha256), if any."""
     return {
         "schema_version": SCHEMA_VERSION,
         "status": result.status,
@@ -49,6 +54,7 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         "environment": environment(),
         "hardware": hardware(device),
         "command": command,
+        "run_file": dict(run_file) if run_file else None,
         "started_at": started,
         "finished_at": now_iso(),
         "timing": result.timing,
@@ -76,6 +82,25 @@ def summary_line(key: RunKey, result: RunResult) -> str:
     )
 
 
+def check_weights(spec_family: str, methods: Sequence[str], preset: str, registry: MethodRegistry,
+                  options: RunOptions) -> None:
+    """Stop before anything trains when a run needs pretrained weights that are missing or wrong
+    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source)."""
+    folder = options.weights_dir or options.cache_dir / "weights"
+    for method in methods:
+        cls = registry.get(method)
+        try:
+            hparams = cls.resolve_preset(preset, spec_family)
+        except (AttributeError, KeyError):
+            continue  # no such preset: the run records that failure itself
+        reference = getattr(hparams, "pretrained", None)
+        if reference:
+            try:
+                resolve_weights(reference, folder)
+            except WeightsError as exc:
+                raise WeightsError(f"{method} [{preset}] on {spec_family} {exc}") from None
+
+
 def run_grid(
     benchmarks: Sequence[str],
     methods: Sequence[str],
@@ -88,16 +113,22 @@ def run_grid(
     force: bool = False,
     command: str | None = None,
     echo: Callable[[str], None] = print,
+    overrides: Sequence[Override] = (),
+    run_file: Mapping[str, Any] | None = None,
     splits: Sequence[int] = (0,),
     orders: Sequence[int] = (0,),
 ) -> list[RunOutcome]:
     """Run every (benchmark, method, seed, split, order); a completed record is skipped unless
     ``force``. Splits and orders are the few-shot draws and class orders of
-    :mod:`fscil_bench.schedules.draws` (0: the standard ones)."""
+    :mod:`fscil_bench.schedules.draws` (0: the standard ones).
+
+    ``overrides`` change the preset (:mod:`fscil_bench.run.overrides`); runs with overrides are
+    keyed under the preset's id (``paper+<digest>``), apart from the preset's own runs."""
     outcomes: list[RunOutcome] = []
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
-        keys = [RunKey(spec.id, m, preset, s, split, order)
+        resolved = {m: resolve(registry.get(m), preset, spec.family, overrides) for m in methods}
+        keys = [RunKey(spec.id, m, resolved[m].id, s, split, order)
                 for m in methods for s in seeds for split in splits for order in orders]
         # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
         todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
@@ -107,6 +138,7 @@ def run_grid(
                 echo(outcomes[-1].summary)
         if not todo:
             continue
+        check_weights(spec.family, sorted({k.method for k in todo}), preset, registry, options)
         standard = spec.load(load_options)
         variants: dict[tuple[int, int], Benchmark] = {}
         for key in todo:
@@ -115,11 +147,12 @@ def run_grid(
                 variants[key.split, key.order] = benchmark_variant(standard, key.split, key.order)
             bench = variants[key.split, key.order]
             started = now_iso()
-            result = run_method(bench, method_cls, preset, key.seed, options)
+            result = run_method(bench, method_cls, preset, key.seed, options, resolved[key.method].overrides)
             if distributed.is_main_process():
                 store.write(
                     key,
-                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command),
+                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command,
+                                 run_file),
                     result.predictions,
                     result.test_labels,
                 )
