@@ -163,3 +163,43 @@ def test_a_grid_job_carries_the_overrides_and_the_run_file_to_its_worker(tmp_pat
     assert (tmp_path / "runs" / "glyphs100-tiny@1" / "nearest-mean-pixels" / overridden / "seed-0" / ".lock").exists()
     assert [p.name for p in (tmp_path / "runs" / "glyphs100-tiny@1" / "nearest-mean-pixels").iterdir()] == [overridden]
     assert run_job(job)[0] == "skipped"
+
+
+def test_a_run_file_names_splits_and_orders_and_they_combine_with_overrides(tmp_path, cache, capsys):
+    from fscil_bench.reporting.collect import RunCoord
+
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(f"benchmark: glyphs100-tiny\nmethods: [nearest-mean-pixels]\nplugin: [{EXAMPLE_PLUGIN}]\n"
+                        "seeds: [0]\nsplits: [0, 2]\norder: 1\noverrides:\n  pool: 4\noutput: runs\n")
+    assert main(["run", "--config", str(run_file), "--orders", "0", "1"]) == 0  # the command line's orders win
+    overridden = preset_id("quick", {"pool": 4})
+    folder = tmp_path / "runs" / "glyphs100-tiny@1" / "nearest-mean-pixels" / overridden
+    assert sorted(p.name for p in folder.iterdir()) == ["seed-0", "seed-0-order-1", "seed-0-split-2",
+                                                        "seed-0-split-2-order-1"]
+    record = json.loads((folder / "seed-0-split-2-order-1" / "record.json").read_text())
+    assert (record["preset"], record["split"], record["order"]) == (overridden, 2, 1)
+    assert record["schedule"]["split"] == 2 and record["schedule"]["order"] == 1
+    assert record["config"]["overrides"] == {"pool": 4}
+    row = collect(ResultsStore(tmp_path / "runs"))["glyphs100-tiny@1"].rows["nearest-mean-pixels", overridden]
+    assert sorted(r.coord for r in row.runs) == [RunCoord(0, 0, 0), RunCoord(0, 0, 1), RunCoord(0, 2, 0), RunCoord(0, 2, 1)]
+    assert row.seeds == [0]  # the leaderboard's cells: the standard split and order only
+    capsys.readouterr()
+    run_file.write_text("splits: [one]\n")
+    assert main(["run", "--config", str(run_file)]) == 2
+    assert one_error_line(capsys).endswith("splits must be a list of integers >= 0 (few-shot draws; 0: the standard one), "
+                                           "not ['one']")
+    run_file.write_text("orders: [-1]\n")
+    assert main(["run", "--config", str(run_file), "--output", str(tmp_path / "none")]) == 2
+    assert one_error_line(capsys) == "error: --orders must be integers >= 0 (0 is the standard one), not -1"
+
+
+def test_a_dry_run_lists_every_split_and_order_and_their_shared_base_model(tmp_path, cache, capsys):
+    """Other draws and orders keep the base session: their base model is the standard split's."""
+    assert main(["run", "--benchmark", "glyphs100-tiny", "--methods", "prototype", "--set", "base.epochs=1",
+                 "--splits", "0", "3", "--orders", "0", "1", "--output", str(tmp_path / "runs"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == f"  prototype [{preset_id('quick', {'base.epochs': 1})}]  overrides: base.epochs=1"
+    key = re.fullmatch(r"    seed 0: would run; base model ([0-9a-f]{16}) \(cross-entropy\): train", lines[4]).group(1)
+    assert lines[5:8] == [f"    seed 0{where}: would run; base model {key} (cross-entropy): load (trained by an earlier "
+                          "run of this grid)" for where in (" order 1", " split 3", " split 3 order 1")]
+    assert lines[-1] == "4 runs: 4 would run, 0 complete (skipped); base models: 1 to train, 0 to load from the cache"

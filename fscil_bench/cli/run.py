@@ -39,7 +39,7 @@ EXAMPLES = """examples:
       change a preset's values (dotted paths into its settings; METHOD:KEY=VALUE for one method only);
       the runs are keyed as quick+<digest of the changes>, apart from the preset's own
   fscil-bench run --config paper.yaml --seeds 0
-      take benchmarks, methods, presets, seeds, overrides, executor and output from a YAML file
+      take benchmarks, methods, presets, seeds, splits, orders, overrides, executor and output from a YAML file
       (keys: the long options above; overrides: {base.epochs: 20}); the command line wins
   fscil-bench run --methods prototype,etf --seeds 0 1 2 --dry-run
       print the runs that would be skipped or run, each run's recipe, and which base models would
