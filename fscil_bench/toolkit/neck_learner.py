@@ -47,8 +47,9 @@ from fscil_bench.cache import stable_hash
 from fscil_bench.models.etf import FixedETFClassifier
 from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.backbones import backbone_init
+from fscil_bench.toolkit.backbones import BackboneInit, backbone_init
 from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.feature_store import FeatureStore
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     cached_features,
@@ -182,7 +183,7 @@ class NeckLearner(MethodBase):
             raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained")
         if hp.warm_start is not None and hp.pretrained:
             raise ValueError("warm_start and pretrained are exclusive: choose one backbone initialisation")
-        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        init = self.initial_backbone(session, ctx)
         ctx.extra["backbone_init"] = (f"pretrained weights {init.weights.name} (sha256 {init.weights.sha256[:16]})"
                                       if init.weights else "trained from scratch on the base session")
         warm_backbone, warm_key = None, None
@@ -197,6 +198,7 @@ class NeckLearner(MethodBase):
             "backbone": hp.backbone,
             "pretrained_sha256": init.weights.sha256 if init.weights else None,
             **({"frozen_stages": hp.frozen_stages} if hp.frozen_stages >= 0 else {}),
+            **init.extra_identity,
             "warm_start": warm_key,
             "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
@@ -207,6 +209,12 @@ class NeckLearner(MethodBase):
             "classes": num_base,
             "total_classes": ctx.num_classes_total,
         }
+
+        # A backbone that is never trained (warm start or pretrained weights, kept frozen) has
+        # features that depend on its initialisation alone: they are cached and shared.
+        frozen_key = None
+        if not hp.train_backbone:
+            frozen_key = warm_key or init.feature_key or stable_hash({"backbone": hp.backbone, **init.identity})
 
         def build() -> NeckModel:
             backbone = init.build()
@@ -226,7 +234,7 @@ class NeckLearner(MethodBase):
                                  forward=model.embed, generator=generator)
                 feats, labels = extract_features(model.backbone, session.train, ctx)
             else:
-                feats, labels = (cached_features(ctx, model.backbone, warm_key, session.train, tag="eval") if warm_key
+                feats, labels = (cached_features(ctx, model.backbone, frozen_key, session.train, tag="eval") if frozen_key
                                  else extract_features(model.backbone, session.train, ctx))
                 train_on_features([model.neck, model.head], feats, labels, lambda f, y: loss(model.neck(f), y),
                                   hp.base, ctx, desc="base session (neck)", generator=generator)
@@ -235,10 +243,17 @@ class NeckLearner(MethodBase):
         self.model: NeckModel = cached_model(ctx, recipe, build, train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
-        self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
+        store = FeatureStore(ctx.cache_dir / "features" / f"memo-{frozen_key}") if frozen_key else None
+        self.test_features = FrozenFeatureMemo(self.model.backbone, store)  # frozen from here on
         self.means = self.model.base_means.clone()
         self.mean_labels = torch.tensor(session.new_classes, device=ctx.device)
         self.num_seen = num_base
+
+    def initial_backbone(self, session: Session, ctx: Context) -> BackboneInit:
+        """How the backbone starts: from scratch or from ``pretrained`` weights (subclasses may build
+        it elsewhere, e.g. :class:`fscil_bench.integrations.pretrained.LibraryBackbones`)."""
+        hp: NeckLearnerHparams = ctx.hparams
+        return backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
 
     def session_features(self, session: Session, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features ``(N, 1 + augmented_views, C)`` of the session's samples (view 0: the
