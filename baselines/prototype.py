@@ -5,6 +5,12 @@ base or novel, is represented by the mean feature of its training samples (its p
 a test image gets the cosine similarity to each prototype as its logit. This "decoupled
 cosine" baseline is the strong simple reference of Zhang et al., "Few-Shot Incremental
 Learning with Continually Evolved Classifiers" (CEC), CVPR 2021, section 4.
+
+With ``pretrained`` (the ``pretrained`` preset: ViT-B/16 pretrained on ImageNet-21k) the backbone
+is not trained at all: it is the frozen pretrained network
+(:func:`fscil_bench.integrations.pretrained.frozen_backbone`), and the run joins that weights'
+track. Features of a frozen backbone are computed once and cached on disk, shared with every
+other frozen-feature method on the same backbone.
 """
 
 from __future__ import annotations
@@ -13,27 +19,28 @@ from dataclasses import dataclass
 
 import torch
 
+from typing import Any
+
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.base_models import (
-    QUICK_BACKBONE,
-    QUICK_BASE_SGD,
-    SMOKE_BASE_SGD,
-    cross_entropy_base_model,
-)
-from fscil_bench.toolkit.features import (
-    FrozenFeatureMemo,
-    class_means,
-    extract_features,
-)
+from fscil_bench.integrations.pretrained import frozen_backbone
+from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, SMOKE_BASE_SGD
+from fscil_bench.toolkit.features import class_means
 from fscil_bench.toolkit.heads import cosine_logits
 from fscil_bench.toolkit.training import SGDRecipe
 
 
 @dataclass(frozen=True)
 class PrototypeHparams:
-    backbone: str = QUICK_BACKBONE
+    """``backbone`` and ``base``: the base model trained on the base session; with ``pretrained``
+    (and ``backbone`` None: the weights' own network) the frozen pretrained backbone instead (see
+    :class:`fscil_bench.integrations.pretrained.FrozenBackboneHparams` for the last three fields)."""
+
+    backbone: str | None = QUICK_BACKBONE
     base: SGDRecipe = QUICK_BASE_SGD
     scale: float = 16.0
+    pretrained: str | None = None
+    backbone_args: tuple[tuple[str, Any], ...] | None = None
+    normalize_inputs: bool = True
 
 
 class Prototype(MethodBase):
@@ -43,19 +50,20 @@ class Prototype(MethodBase):
         "quick": PrototypeHparams(),
         "smoke": PrototypeHparams(base=SMOKE_BASE_SGD),
         "paper": {"default": PrototypeHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0))},
+        "pretrained": PrototypeHparams(backbone=None, pretrained="timm-vit-b16-in21k"),
     }
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: PrototypeHparams = ctx.hparams
-        self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base).backbone
-        self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
+        self.backbone = frozen_backbone(session, ctx, hp)  # never changes again: features cached
+        self.test_features = self.backbone.memo()
         self.scale = hp.scale
         self.prototypes = torch.empty(0, self.backbone.out_dim, device=ctx.device)
         self.fit_session(session, ctx)
 
     @torch.no_grad()
     def fit_session(self, session: Session, ctx: Context) -> None:
-        feats, labels = extract_features(self.backbone, session.train, ctx)
+        feats, labels = self.backbone.features(session.train)
         self.prototypes = torch.cat([self.prototypes, class_means(feats, labels, session.new_classes)])
 
     @torch.no_grad()
