@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_options = LoadOptions(cache_dir=cache_dir, data_root=Path(args.data_root) if args.data_root else None, log=log)
     command = command_line()
     if args.executor != "inline":
-        code = _run_on_executor(args, benchmarks, methods, store, device, cache_dir, load_options, command)
+        code = _run_on_executor(args, benchmarks, methods, store, device, cache_dir, load_options, command, registry)
         return max(code, 1 if registry.errors else 0)
     try:
         outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
@@ -93,11 +93,12 @@ def _check_parallel_options(args: argparse.Namespace, device) -> None:
 
 
 def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: list[str], store, device, cache_dir: Path,
-                     load_options, command: str) -> int:
+                     load_options, command: str, registry) -> int:
     """Run (``local``) or submit (``slurm``) one job per unfinished (benchmark, method, seed)."""
     from fscil_bench.benchmarks.benchmark import BenchmarkError
     from fscil_bench.benchmarks.registry import get_benchmark
     from fscil_bench.results.store import RunKey
+    from fscil_bench.results.tracks import method_track
     from fscil_bench.run.executors import (
         ExecutorError,
         GridJob,
@@ -123,7 +124,8 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
         spec = get_benchmark(name)
         for method in methods:
             for seed in args.seeds:
-                key = RunKey(spec.id, method, args.preset, seed)
+                key = RunKey(spec.id, method, args.preset, seed,
+                             track=method_track(registry.get(method), args.preset, spec.family))
                 if not args.force and store.is_complete(key):
                     skipped += 1
                     print(f"{key.describe()}: already complete, skipped")

@@ -184,7 +184,7 @@ def build_table(bench: BenchmarkResults, reported: list[ReportedEntry],
         if entry is not None:
             row.comparison = compare(entry, row.cells["last"].mean / 100, row.cells["avg"].mean / 100)
             row.reported_source = entry.source
-    table = Table(bench.id, columns, measured, [_reported_row(e, columns) for e in reported],
+    table = Table(bench.title, columns, measured, [_reported_row(e, columns) for e in reported],
                   has_comparison=any(r.reported_source for r in measured))
     _mark_best(table)
     return table

@@ -122,6 +122,7 @@ def run_job(job: GridJob) -> tuple[str, str]:
     from fscil_bench.benchmarks.registry import get_benchmark
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, RunKey
+    from fscil_bench.results.tracks import method_track
     from fscil_bench.run.grid import run_grid
     from fscil_bench.run.methods import discover
     from fscil_bench.run.progress import log
@@ -142,7 +143,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
         store = ResultsStore(job.output)
         spec = get_benchmark(job.benchmark)
-        key = RunKey(spec.id, job.method, job.preset, job.seed)
+        key = RunKey(spec.id, job.method, job.preset, job.seed,
+                     track=method_track(registry.get(job.method), job.preset, spec.family))
         quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
                              log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,

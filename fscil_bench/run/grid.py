@@ -12,6 +12,7 @@ from fscil_bench.benchmarks.registry import get_benchmark
 from fscil_bench.models.weights import WeightsError, resolve_weights
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
+from fscil_bench.results.tracks import method_track
 from fscil_bench.run.methods import MethodRegistry
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
 
@@ -108,7 +109,8 @@ def run_grid(
     outcomes: list[RunOutcome] = []
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
-        keys = [RunKey(spec.id, m, preset, s) for m in methods for s in seeds]
+        keys = [RunKey(spec.id, m, preset, s, track=method_track(registry.get(m), preset, spec.family))
+                for m in methods for s in seeds]
         # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
         todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
         for k in keys:
