@@ -33,12 +33,24 @@ What this implementation keeps and simplifies:
   out. On a small base set, shots and queries are clamped to what every class can supply.
 * Incremental sessions: the new classes' prototypes (from their shots) join the set, and the
   whole set is adapted again; a test image's logits are the scaled cosines to the adapted set.
+
+Presets. ``paper`` maps CEC's published recipe (icoz69/CEC-CVPR2021@3a5d335, ``README.md:49-57``,
+``train.py:42-50``, ``models/cec/fscil_trainer.py:121-152``) onto this simplification: the
+decoupled-cosine base model of ``prototype``'s ``paper`` preset (CEC starts from it; the same cache
+entry), the field's backbone, pretraining and views per family (:mod:`fscil_bench.toolkit.field`);
+100 epochs x 50 episodes = 5,000 episodes of 15-way 1-shot pseudo-incremental tasks with 15
+queries per pseudo-novel class (10 on CUB); the adapter trained by SGD with Nesterov momentum 0.9,
+weight decay 5e-4 and CEC's graph-attention lr 2e-4, halved every 20 epochs (1,000 episodes);
+temperature 16. Our choices: the backbone stays frozen (CEC also fine-tunes the encoder at 2e-3 /
+2e-4), no rotated pseudo classes, the adapter's width (128) and the 100 queries from the
+pseudo-old classes per episode.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +62,7 @@ from fscil_bench.toolkit.base_models import (
     QUICK_BASE_SGD,
     SMOKE_BASE_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe_for,
 )
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
@@ -57,8 +70,9 @@ from fscil_bench.toolkit.features import (
     class_means,
     extract_features,
 )
+from fscil_bench.toolkit.field import FIELD, FieldSetup
 from fscil_bench.toolkit.heads import cosine_logits
-from fscil_bench.toolkit.training import OptimisationLoop, SGDRecipe
+from fscil_bench.toolkit.training import OptimisationLoop, SGDRecipe, StepRecipe, sgd
 
 
 class ClassifierAdapter(nn.Module):
@@ -93,6 +107,21 @@ class CECEpisodicHparams:
     lr: float = 1e-3  # Adam, adapter only
     hidden: int = 128
     scale: float = 16.0
+    adapter_sgd: StepRecipe | None = None  # SGD for the adapter instead of Adam at lr (its lr_at over the episodes)
+    base_classifier: str = "linear"  # the base model's classifier: "linear" or "cosine" (temperature scale)
+    pretrained: str | None = None  # the backbone's initial weights (a known name or a path)
+    frozen_stages: int = -1
+    train_view: str | None = None  # the method's own views (None: the benchmark's)
+    test_view: str | None = None
+
+
+def _paper(setup: FieldSetup, queries: int) -> CECEpisodicHparams:
+    return CECEpisodicHparams(
+        backbone=setup.backbone, base=setup.base, pretrained=setup.pretrained, train_view=setup.train_view,
+        test_view=setup.test_view, base_classifier="cosine", feature_samples_per_class=None, episodes=5000, ways=15,
+        shots=1, queries=queries, lr=2e-4, scale=16.0,
+        adapter_sgd=StepRecipe(steps=5000, lr=2e-4, momentum=0.9, weight_decay=5e-4, nesterov=True, schedule="step",
+                               milestones=(1000, 2000, 3000, 4000), gamma=0.5))
 
 
 class CECEpisodic(MethodBase):
@@ -101,22 +130,20 @@ class CECEpisodic(MethodBase):
     presets = {
         "quick": CECEpisodicHparams(),
         "smoke": CECEpisodicHparams(base=SMOKE_BASE_SGD, feature_samples_per_class=None, episodes=10),
-        "paper": {
-            "default": CECEpisodicHparams(
-                backbone="resnet18",
-                base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
-                feature_samples_per_class=None,
-                episodes=5000,
-                lr=2e-4,
-            )
-        },
+        "paper": {family: _paper(setup, 10 if family == "cub200" else 15) for family, setup in FIELD.items()},
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp = ctx.hparams
+        return [cross_entropy_recipe_for(ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                         hp.base_classifier, hp.scale)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         from fscil_bench.integrations.learn2learn_tasks import EpisodeSampler
 
         hp: CECEpisodicHparams = ctx.hparams
-        self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base).backbone
+        self.backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                                 classifier=hp.base_classifier, scale=hp.scale).backbone
         self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
         self.scale = hp.scale
         key = ctx.extra["base_model"]["key"]
@@ -142,7 +169,12 @@ class CECEpisodic(MethodBase):
 
     def _meta_train(self, feats, labels, sampler, generator, hp, ctx) -> list[float]:
         num_base = len(self.prototypes)
-        loop = OptimisationLoop(torch.optim.Adam(self.adapter.parameters(), lr=hp.lr), None, feats.device)
+        if hp.adapter_sgd is not None:
+            recipe = hp.adapter_sgd
+            loop = OptimisationLoop(sgd(self.adapter.parameters(), recipe), lambda s: recipe.lr_at(s, hp.episodes),
+                                    feats.device)
+        else:
+            loop = OptimisationLoop(torch.optim.Adam(self.adapter.parameters(), lr=hp.lr), None, feats.device)
         self.adapter.train()
         losses = []
         for _ in ctx.progress(range(hp.episodes), desc="pseudo-incremental episodes", total=hp.episodes):
@@ -163,6 +195,7 @@ class CECEpisodic(MethodBase):
                 position[labels[old_q]],
             ]).to(feats.device)
             logits = cosine_logits(feats[query.to(feats.device)], self.adapter(weights), self.scale)
+            loop.set_lr()
             loop.step(F.cross_entropy(logits, target), 1)
             losses.append(loop.end_epoch())  # one episode per entry
         self.adapter.eval()

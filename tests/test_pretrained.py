@@ -172,14 +172,16 @@ def test_a_weights_file_whose_sha256_does_not_match_stops_the_run_with_one_line(
 
 def test_prototype_and_etf_take_a_library_backbone_through_their_presets(known_tiny, tmp_path):
     for family in ("cifar100", "mini_imagenet", "cub200"):
-        assert Prototype.resolve_preset("pretrained", family).pretrained == "timm-vit-b16-in21k"
+        proto_hp = Prototype.resolve_preset("pretrained", family)
+        assert (proto_hp.pretrained, proto_hp.train_backbone) == ("timm-vit-b16-in21k", False)
         etf_hp = ETF.resolve_preset("pretrained", family)
         assert (etf_hp.backbone, etf_hp.pretrained, etf_hp.train_backbone) == (
             "timm:vit_base_patch16_224", "timm-vit-b16-in21k", False)
     bench = make_synthetic_benchmark(sessions=2)  # 16 px images: the adapter resizes them to the ViT's 32 px
     options = RunOptions(cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"], log=lambda m: None)
     proto = on_weights(Prototype, "tiny-timm-vit")
-    proto.presets["tiny"] = dataclasses.replace(proto.presets["tiny"], backbone=None)
+    proto.presets["tiny"] = dataclasses.replace(proto.presets["tiny"], backbone=None, train_backbone=False)
+    assert proto().base_model_recipes(Context.create(bench.info(), proto.presets["tiny"], 0, cache_dir=tmp_path)) == []
     result = run_method(bench, proto, "tiny", 0, options)
     assert result.status == "completed", result.error and result.error["traceback"]
     assert result.extra["pretrained"]["name"] == "tiny-timm-vit"
@@ -191,6 +193,9 @@ def test_prototype_and_etf_take_a_library_backbone_through_their_presets(known_t
     result = run_method(bench, etf, "tiny", 0, options)
     assert result.status == "completed", result.error and result.error["traceback"]
     assert result.extra["pretrained"]["name"] == "tiny-timm-vit"
+    # What a dry run declares is the recipe the base session handed the cache.
+    ctx = Context.create(bench.info(), hp, 0, cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"])
+    assert etf().base_model_recipes(ctx) == [result.extra["base_model"]["recipe"]]
     # The neck learned on the features the prototype run cached (the same frozen network, the same key).
     assert len(list((tmp_path / "cache" / "features").glob("memo-*"))) == 1
     trained = dataclasses.replace(hp, train_backbone=True)

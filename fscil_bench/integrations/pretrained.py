@@ -46,7 +46,12 @@ from fscil_bench.models.input_view import InputView, ViewAdapter
 from fscil_bench.models.weights import LocalWeights, WeightsError, resolve_weights
 from fscil_bench.protocol import Context, MethodBase, Session
 from fscil_bench.toolkit.backbones import BackboneInit, backbone_init
-from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cross_entropy_base_model
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    cross_entropy_base_model,
+    cross_entropy_recipe_for,
+)
 from fscil_bench.toolkit.feature_store import FeatureStore
 from fscil_bench.toolkit.features import FrozenFeatureMemo, cached_features
 from fscil_bench.toolkit.training import SGDRecipe
@@ -177,16 +182,28 @@ def pretrained_backbone(ctx: Context, pretrained: str, source: Normalization, ba
     return FrozenBackbone(network.to(ctx.device), feature_key(weights, arch, args, normalize_inputs), out_dim, ctx)
 
 
+def frozen_backbone_recipes(ctx: Context, hp: Any) -> list[dict[str, Any]]:
+    """The base-model recipes :func:`frozen_backbone` hands the cache under ``hp`` (for a method's
+    ``base_model_recipes``): none for pretrained weights, else the shared cross-entropy base model's."""
+    if getattr(hp, "pretrained", None):
+        return []
+    return [cross_entropy_recipe_for(ctx, _base_model_backbone(hp), getattr(hp, "base", QUICK_BASE_SGD))]
+
+
+def _base_model_backbone(hp: Any) -> str:
+    name = getattr(hp, "backbone", None) or QUICK_BACKBONE
+    if library_of(name):
+        raise ValueError(f"backbone {name!r} needs pretrained weights: set pretrained")
+    return name
+
+
 def frozen_backbone(session: Session, ctx: Context, hp: Any) -> FrozenBackbone:
     """The frozen backbone named by a method's hyperparameters (the fields of
     :class:`FrozenBackboneHparams`): pretrained weights, or the shared base model."""
     if getattr(hp, "pretrained", None):
         return pretrained_backbone(ctx, hp.pretrained, session.train.eval_transform.norm, getattr(hp, "backbone", None),
                                    getattr(hp, "backbone_args", None), getattr(hp, "normalize_inputs", True))
-    name = getattr(hp, "backbone", None) or QUICK_BACKBONE
-    if library_of(name):
-        raise ValueError(f"backbone {name!r} needs pretrained weights: set pretrained")
-    network = cross_entropy_base_model(session, ctx, name, getattr(hp, "base", QUICK_BASE_SGD)).backbone
+    network = cross_entropy_base_model(session, ctx, _base_model_backbone(hp), getattr(hp, "base", QUICK_BASE_SGD)).backbone
     return FrozenBackbone(network, ctx.extra["base_model"]["key"], network.out_dim, ctx)
 
 
@@ -223,10 +240,10 @@ class LibraryBackbones:
     named ``timm:<model>`` or ``open_clip:<config>`` is built by the library adapters from
     ``pretrained`` (required; keep ``train_backbone=False``: it is a frozen feature extractor)."""
 
-    def initial_backbone(self, session: Session, ctx: Context) -> BackboneInit:
+    def initial_backbone(self, ctx: Context, session: Session | None = None) -> BackboneInit:
         hp = ctx.hparams
         if not library_of(hp.backbone):
-            return super().initial_backbone(session, ctx)  # type: ignore[misc]
+            return super().initial_backbone(ctx, session)  # type: ignore[misc]
         if not hp.pretrained:
             raise ValueError(f"backbone {hp.backbone!r} needs pretrained weights: set pretrained")
         if hp.train_backbone:
@@ -234,7 +251,8 @@ class LibraryBackbones:
         weights = resolve_weights(hp.pretrained, ctx.weights_dir or ctx.cache_dir / "weights")
         args = _arguments(weights, hp.backbone, getattr(hp, "backbone_args", None))
         init = LibraryBackboneInit(hp.backbone, weights, -1, tuple(sorted(args.items())),
-                                   session.train.eval_transform.norm, getattr(hp, "normalize_inputs", True))
+                                   session.train.eval_transform.norm if session is not None else None,
+                                   getattr(hp, "normalize_inputs", True))
         note_weights(ctx, weights, backbone=hp.backbone, args=args)
         return init
 
@@ -247,6 +265,9 @@ class FrozenFeatureMethod(MethodBase):
     handed to :meth:`learn`; test images are embedded through the backbone's memo, then mapped by
     :meth:`project` into the space :meth:`classify` works in (``predict = classify(embed(x))``).
     """
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        return frozen_backbone_recipes(ctx, ctx.hparams)
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         self.backbone = frozen_backbone(session, ctx, ctx.hparams)

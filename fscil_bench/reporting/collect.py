@@ -53,6 +53,7 @@ class MethodRow:
     preset: str
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
+    not_clean: list[str] = field(default_factory=list)  # why the row's protocol is not clean (not ranked)
     seeds: list[int] = field(default_factory=list)  # completed seeds
     failed: dict[int, str] = field(default_factory=dict)  # seed -> why
     missing: list[int] = field(default_factory=list)  # seeds other rows of this preset have
@@ -165,11 +166,13 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     method = record["method"]
     row.oracle = row.oracle or bool(method.get("oracle"))
     extra = method.get("extra_data")
-    items = list(extra) if isinstance(extra, list) else [extra] if extra else []
-    noted = (record.get("extra") or {}).get("extra_data")  # what the run itself declared (e.g. pretrained weights)
-    for item in items + ([noted] if noted else []):
-        if str(item) not in row.extra_data:
+    run_extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    for item in [*items, run_extra.get("extra_data")]:  # the method's own, and pretrained weights of this run
+        if item and str(item) not in row.extra_data:
             row.extra_data.append(str(item))
+    if run_extra.get("not_protocol_clean") and str(run_extra["not_protocol_clean"]) not in row.not_clean:
+        row.not_clean.append(str(run_extra["not_protocol_clean"]))
     seed = int(record["seed"])
     if record.get("status") != "completed":
         row.failed[seed] = _failure(record)

@@ -47,9 +47,9 @@ def _rows_with(bench: BenchmarkResults, curve: str) -> list[MethodRow]:
 def _plot_curve(ax, row: MethodRow, curve: str, colour, scale: float = 100.0) -> None:
     mean, std = row.mean_curve(curve)
     x = np.arange(len(mean))
-    label = row.label + (" (oracle)" if row.oracle else "")
+    label = row.label + (" (oracle)" if row.oracle else "") + (" (not protocol-clean)" if row.not_clean else "")
     ax.plot(x, scale * mean, marker="o", markersize=3, color=colour, label=label,
-            linestyle=":" if row.oracle else "-")
+            linestyle=":" if row.oracle or row.not_clean else "-")
     if len(row.curves(curve)) > 1:
         ax.fill_between(x, scale * (mean - std), scale * (mean + std), color=colour, alpha=0.15, linewidth=0)
 

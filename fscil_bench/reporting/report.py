@@ -45,14 +45,14 @@ def pick_heatmap_row(bench: BenchmarkResults, method: str | None) -> MethodRow |
     """The row whose accuracy matrix is drawn.
 
     ``method`` given: its preset with the highest mean average accuracy. Otherwise the best
-    non-oracle row by mean average accuracy (ties: method, then preset name); an oracle only
-    when nothing else has results. ``None`` when no row of the benchmark has a completed run.
+    non-oracle, protocol-clean row by mean average accuracy (ties: method, then preset name); an
+    oracle or a row that is not protocol-clean only when nothing else has results. ``None`` when no row of the benchmark has a completed run.
     """
     rows = [r for r in bench.rows.values() if r.matrices and (method is None or r.method == method)]
 
     def rank(r: MethodRow) -> tuple:
         avg = r.mean("avg")
-        return (r.oracle, -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
+        return (r.oracle, bool(r.not_clean), -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
 
     return min(rows, key=rank) if rows else None
 
@@ -63,7 +63,8 @@ def legend_lines(table: Table, tolerance_note: bool) -> list[str]:
         "diagnostics (NC1, equiangularity, alignment) are means over the seeds that recorded them.",
         "Bold: the best measured value of each column among non-oracle methods (higher is better for accuracies "
         "and alignment; lower for PD, forgetting, NC1 and equiangularity). Time (s) is the mean wall time of a "
-        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked.",
+        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked; neither "
+        "are rows marked NOT PROTOCOL-CLEAN (a base checkpoint chosen by test accuracy, the papers' rule).",
         "Failed runs and missing seeds are listed in Notes; their cells are not part of the mean. Every "
         "accuracy is recomputed from the run's saved predictions; a run whose stored numbers disagree with them is "
         "named in Notes.",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from fscil_bench.benchmarks.benchmark import Benchmark
-from fscil_bench.data.arrays import LabelledImages, iterate_images
+from fscil_bench.data.arrays import BatchTransform, LabelledImages, iterate_images
+from fscil_bench.data.views import MethodViews
 from fscil_bench.defaults import EVAL_BATCH_SIZE, default_cache_dir
 from fscil_bench.metrics.collapse import collapse_diagnostics
 from fscil_bench.metrics.descriptors import summarize
@@ -37,7 +38,9 @@ from fscil_bench.protocol import (
     Session,
     hparams_to_dict,
     no_progress,
+    uses_test_checkpoint,
 )
+from fscil_bench.run.overrides import resolve
 
 
 class ProtocolError(RuntimeError):
@@ -87,15 +90,26 @@ class RunOptions:
     sync_batchnorm: bool = False
 
 
-def make_session(bench: Benchmark, t: int) -> Session:
-    """Session ``t`` of ``bench``: its new classes and a copy of only its own training samples."""
+def method_views(method_cls: type, hparams: Any, bench: Benchmark) -> MethodViews:
+    """The method's own train and test views on ``bench`` (:meth:`MethodBase.views`; none for a
+    method without that hook)."""
+    declare = getattr(method_cls, "views", None)
+    views = declare(hparams, bench.view_inputs()) if callable(declare) else None
+    return views if isinstance(views, MethodViews) else MethodViews()
+
+
+def make_session(bench: Benchmark, t: int, views: MethodViews | None = None) -> Session:
+    """Session ``t`` of ``bench``: its new classes and a copy of only its own training samples,
+    with the method's ``views`` attached (the benchmark's transforms where it has none)."""
     spec = bench.schedule.sessions[t]
+    views = views or MethodViews()
     return Session(
         index=t,
         new_classes=spec.classes,
         num_seen=bench.schedule.num_seen(t),
         shots=spec.shots,
-        train=LabelledImages(bench.train.subset(spec.train_indices), bench.train_transform, bench.eval_transform),
+        train=LabelledImages(bench.train.subset(spec.train_indices), views.train or bench.train_transform,
+                             views.test or bench.eval_transform),
     )
 
 
@@ -129,8 +143,10 @@ def _check_features(features: Any, n: int) -> None:
 
 
 @torch.no_grad()
-def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str) -> SessionEvaluation:
-    """Evaluate ``method`` on the test images of the first ``num_seen`` classes.
+def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: RunOptions, desc: str,
+                     transform: BatchTransform | None = None) -> SessionEvaluation:
+    """Evaluate ``method`` on the test images of the first ``num_seen`` classes, shown through
+    ``transform`` (the method's test view; default: the benchmark's test transform).
 
     With ``embed`` and ``classify`` the logits are ``classify(embed(x))`` and the features are
     kept (one forward pass); with ``embed`` only, ``predict(x)`` gives the logits and ``embed(x)``
@@ -138,7 +154,8 @@ def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: R
     ``predict(x)``. Logits or features of the wrong shape raise :class:`ProtocolError`.
     """
     rows = np.flatnonzero(bench.test.labels < num_seen)
-    batches = iterate_images(bench.test.images, bench.eval_transform, options.eval_batch_size, options.device, rows)
+    batches = iterate_images(bench.test.images, transform or bench.eval_transform, options.eval_batch_size,
+                             options.device, rows)
     total = -(-len(rows) // options.eval_batch_size)
     embed, classify = _optional(method, "embed"), _optional(method, "classify")
     preds: list[torch.Tensor] = []
@@ -166,6 +183,27 @@ def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: R
     labels = bench.test.labels[rows]
     feats = torch.cat(features) if features else None
     return SessionEvaluation(torch.cat(preds).numpy(), labels, feats, feature_error)
+
+
+#: What the record of a run whose base checkpoint was chosen on the test set says (``extra``).
+NOT_PROTOCOL_CLEAN = "base checkpoint chosen by base-class test accuracy (best-on-test): not protocol-clean"
+
+
+def base_test_scorer(bench: Benchmark, transform: BatchTransform | None, options: RunOptions) -> Callable:
+    """For the best-on-test checkpoint variant only: a function from a predict function (images ->
+    logits over the base classes) to its accuracy on the base classes' test images, which the runner
+    alone can measure (the method never holds the labels)."""
+    rows = np.flatnonzero(bench.test.labels < bench.schedule.num_seen(0))
+    labels = torch.from_numpy(bench.test.labels[rows])
+
+    @torch.no_grad()
+    def score(predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        batches = iterate_images(bench.test.images, transform or bench.eval_transform, options.eval_batch_size,
+                                 options.device, rows)
+        preds = torch.cat([predict(x).argmax(1).cpu() for x in batches])
+        return float((preds == labels).float().mean())
+
+    return score
 
 
 DIAGNOSTIC_KEYS = ("nc1", "equinorm", "equiangularity", "self_duality", "alignment")
@@ -198,21 +236,30 @@ def session_diagnostics(method: object, evaluation: SessionEvaluation, groups: l
     return entry, round(time.perf_counter() - tic, 4)
 
 
-def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions) -> RunResult:
-    """Run ``method_cls`` with ``preset`` and ``seed`` through every session of ``bench``.
+def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions,
+               overrides: Mapping[str, Any] | None = None) -> RunResult:
+    """Run ``method_cls`` with ``preset`` (changed by ``overrides``, dotted path -> value, see
+    :mod:`fscil_bench.run.overrides`) and ``seed`` through every session of ``bench``.
 
     A method that raises is caught: the result is ``failed`` with the traceback and the
     session it failed in.
     """
     try:
-        hparams = method_cls.resolve_preset(preset, bench.family) if hasattr(method_cls, "resolve_preset") else None
-    except KeyError as exc:
-        return _failed({"preset": preset}, bench, 0, exc, {}, None, {}, [])
-    config = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+        hparams = resolve(method_cls, preset, bench.family, overrides or {}).hparams
+        views = method_views(method_cls, hparams, bench)
+    except Exception as exc:  # an unknown preset, override or view
+        return _failed({"preset": preset, "overrides": dict(overrides or {})}, bench, 0, exc, {}, None, {}, [])
+    config = {"preset": preset, "overrides": dict(overrides or {}),
+              "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+    if views.identity is not None:
+        config["views"] = views.identity
     ctx = Context.create(bench.info(), hparams, seed, device=options.device, cache_dir=options.cache_dir,
                          progress=options.progress, log=options.log, weights_dir=options.weights_dir,
                          bf16=options.bf16,
-                         sync_batchnorm=options.sync_batchnorm)
+                         sync_batchnorm=options.sync_batchnorm, views=views.identity)
+    if uses_test_checkpoint(hparams):
+        ctx.base_test_accuracy = base_test_scorer(bench, views.test, options)
+        ctx.extra["not_protocol_clean"] = NOT_PROTOCOL_CLEAN
     groups = bench.schedule.class_groups()
     preds: list[np.ndarray] = []
     timing: dict[str, Any] = {"fit_seconds": [], "eval_seconds": []}
@@ -225,12 +272,12 @@ def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, optio
         if _optional(method, "embed") is not None:
             diagnostics = {"sessions": [], "seconds": []}
         for t in range(len(bench.schedule)):
-            session = make_session(bench, t)
+            session = make_session(bench, t, views)
             tic = time.perf_counter()
             (method.fit_base if t == 0 else method.fit_session)(session, ctx)
             timing["fit_seconds"].append(round(time.perf_counter() - tic, 4))
             tic = time.perf_counter()
-            evaluation = evaluate_session(method, bench, session.num_seen, options, desc=f"eval {t}")
+            evaluation = evaluate_session(method, bench, session.num_seen, options, desc=f"eval {t}", transform=views.test)
             preds.append(evaluation.preds)
             timing["eval_seconds"].append(round(time.perf_counter() - tic, 4))
             if diagnostics is not None:
