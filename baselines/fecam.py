@@ -123,6 +123,6 @@ class FeCAM(FrozenFeatureMethod):
 
     def memory(self) -> MemoryDeclaration:
         n, d = self.means.shape
-        kept = n * (d + d * d) + (0 if self.base_covs is None else self.base_covs.numel())
-        return MemoryDeclaration(feature_vectors=n, bytes=4 * kept,
+        base_covs = 0 if self.base_covs is None else self.base_covs.numel() * self.base_covs.element_size()
+        return MemoryDeclaration(feature_vectors=n, bytes=4 * n * (d + d * d) + base_covs,
                                  notes="per seen class: the mean feature and a d x d inverse covariance")

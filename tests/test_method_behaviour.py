@@ -26,6 +26,7 @@ from conftest import make_synthetic_benchmark
 from torch import nn
 
 from fscil_bench.data.arrays import ImageArray, iterate_images
+from fscil_bench.integrations.pretrained import FrozenBackbone
 from fscil_bench.run.methods import discover
 from fscil_bench.run.runner import RunOptions, make_session, run_method
 from fscil_bench.toolkit.exemplars import ImageBank
@@ -247,14 +248,16 @@ def held_tensors(method) -> dict[str, torch.Tensor]:
                                                             (value.values() if isinstance(value, dict) else value)):
             raise AssertionError(f"{name}: tensors in a container; account for them in this test")
         else:
-            assert isinstance(value, (nn.Module, FrozenFeatureMemo, torch.Generator, int, float, str, type(None))) \
+            assert isinstance(value, (nn.Module, FrozenBackbone, FrozenFeatureMemo, torch.Generator, int, float, str,
+                                      list, tuple, dict, type(None))) \
                 or dataclasses.is_dataclass(value) or type(value).__module__.startswith("avalanche"), (name, type(value))
     return out
 
 
-# What each held tensor is: kept images ("exemplars"), kept feature vectors ("features"), the
-# labels of either ("labels", not counted in bytes), or a classifier computed from kept vectors
-# and weights ("classifier": model state, not memory).
+# What each held tensor is: kept images ("exemplars"), kept feature vectors ("features"), other
+# kept arrays ("state": covariances, Gram matrices, a fixed random projection; counted in bytes,
+# not as vectors), the labels of either ("labels", not counted in bytes), or a classifier computed
+# from kept vectors and weights ("classifier": model state, not memory).
 ROLES = {
     "finetune": {},
     "prototype": {"prototypes": "features"},
@@ -263,6 +266,9 @@ ROLES = {
     "joint": {"bank.images": "exemplars", "bank.labels": "labels", "features": "features", "feature_labels": "labels"},
     **{n: {"means": "features", "mean_labels": "labels"} for n in ("etf", "etf-ce", "etf-linear-ce")},
     **{n: {} for n in ("avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay")},
+    "simplecil": {"prototypes": "features"},
+    "fecam": {"means": "features", "precisions": "state"},
+    "ranpac": {"w_rand": "state", "gram": "state", "cross": "state", "weights": "classifier"},
 }
 
 
@@ -278,7 +284,7 @@ def test_declared_memory_matches_what_the_instance_holds(name, trained):
     assert set(held) == set(ROLES[name]), f"{name} holds {sorted(held)}; ROLES lists {sorted(ROLES[name])}"
     exemplars = sum(len(t) for k, t in held.items() if ROLES[name][k] == "exemplars")
     vectors = sum(len(t) if t.dim() == 2 else 1 for k, t in held.items() if ROLES[name][k] == "features")
-    size = sum(nbytes(t) for k, t in held.items() if ROLES[name][k] in ("exemplars", "features"))
+    size = sum(nbytes(t) for k, t in held.items() if ROLES[name][k] in ("exemplars", "features", "state"))
     if name.startswith("avalanche-"):
         exemplars, vectors, size = avalanche_state(name, method, bench)
     declared = result.memory
