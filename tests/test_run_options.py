@@ -163,3 +163,14 @@ def test_a_grid_job_carries_the_overrides_and_the_run_file_to_its_worker(tmp_pat
     assert (tmp_path / "runs" / "glyphs100-tiny@1" / "nearest-mean-pixels" / overridden / "seed-0" / ".lock").exists()
     assert [p.name for p in (tmp_path / "runs" / "glyphs100-tiny@1" / "nearest-mean-pixels").iterdir()] == [overridden]
     assert run_job(job)[0] == "skipped"
+
+
+def test_a_dry_run_names_the_track_the_overrides_give(tmp_path, cache, capsys):
+    base = ["run", "--benchmark", "glyphs100-tiny", "--methods", "simplecil", "--output", str(tmp_path / "runs"), "--dry-run"]
+    assert main(base) == 0
+    assert "  simplecil [quick]" in capsys.readouterr().out.splitlines()
+    assert main([*base, "--set", "pretrained=timm-vit-b16-in21k"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    proto = preset_id("quick", {"pretrained": "timm-vit-b16-in21k"})
+    assert f"  simplecil [{proto}] [pretrained-timm-vit-b16-in21k]  overrides: pretrained=timm-vit-b16-in21k" in lines
+    assert "    seed 0: would run; no cached base model" in lines  # a frozen pretrained network: nothing to train

@@ -20,6 +20,7 @@ from fscil_bench.results.store import ResultsStore, RunKey
 from fscil_bench.results.tracks import method_track, record_track, track_of
 from fscil_bench.run.grid import run_grid
 from fscil_bench.run.methods import MethodRegistry
+from fscil_bench.run.overrides import Override
 from fscil_bench.run.runner import RunOptions
 
 
@@ -79,6 +80,14 @@ def test_the_grid_files_a_run_with_weights_under_its_track(tmp_path, synthetic_b
     assert store.run_dir(key).parent.name == "quick~pretrained-my_weights"
     assert [o.status for o in run_grid(["synthetic"], [cls.name], [0], "quick", registry, store, options,
                                        LoadOptions(cache_dir=tmp_path / "cache"), echo=lambda m: None)] == ["skipped"]
+    # --set pretrained=... is another run, on the track of the weights it names.
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"other weights")
+    moved = run_grid(["synthetic"], [cls.name], [0], "quick", registry, store, options,
+                     LoadOptions(cache_dir=tmp_path / "cache"), echo=lambda m: None,
+                     overrides=[Override("pretrained", str(other))])
+    assert moved[0].status == "completed" and moved[0].key.track == "pretrained-other"
+    assert moved[0].key.preset.startswith("quick+") and store.run_dir(moved[0].key).parent.name.endswith("~pretrained-other")
 
 
 def _put(store: ResultsStore, method: str, correct: list[int], track: str, weights: dict | None, family: str) -> None:
