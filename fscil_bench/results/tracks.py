@@ -46,8 +46,10 @@ def track_of(hparams: Any) -> str:
 
 
 def method_track(method_cls: type, preset: str, family: str) -> str:
-    """The track of ``method_cls`` under ``preset`` on a benchmark ``family`` (``scratch`` when the
-    preset does not resolve: that run fails and records why)."""
+    """The track of ``method_cls`` under ``preset`` on a benchmark ``family``, without overrides
+    (``scratch`` when the preset does not resolve: that run fails and records why). A run's track
+    is that of its preset as resolved with the overrides (``ResolvedPreset.track`` of
+    :mod:`fscil_bench.run.overrides`)."""
     try:
         hparams = method_cls.resolve_preset(preset, family)
     except (AttributeError, KeyError):
