@@ -112,7 +112,7 @@ def test_an_incomplete_run_is_redone_by_the_next_run_and_a_complete_one_skipped(
 
     ran = []
 
-    def fake_run(bench, method_cls, preset, seed, options):
+    def fake_run(bench, method_cls, preset, seed, options, overrides=None):
         ran.append(seed)
         preds = [np.full(int((bench.test.labels < bench.schedule.num_seen(t)).sum()), 0, np.int16)
                  for t in range(len(bench.schedule))]
