@@ -54,7 +54,7 @@ def test_bad_overrides_and_presets_stop_the_run_before_anything_is_written(tmp_p
     assert main(["run", *NMP, "--set", "pool", "--output", str(runs)]) == 2
     assert "expects [METHOD:]KEY=VALUE" in one_error_line(capsys)
     assert main(["run", "--methods", "prototype,finetune", "--preset", "fast", "--output", str(runs)]) == 2
-    assert one_error_line(capsys) == "error: unknown preset 'fast'; the methods' presets: quick, smoke, paper"
+    assert one_error_line(capsys) == "error: unknown preset 'fast'; the methods' presets: quick, smoke, paper, pretrained"
     assert main(["run", *NMP[:-1], "nearest-mean-pixels,prototype", "--preset", "smoke", "--output", str(runs)]) == 2
     assert one_error_line(capsys) == ("error: method 'nearest-mean-pixels' has no preset 'smoke'; its presets: quick, paper "
                                       "(choose the methods with --methods)")
