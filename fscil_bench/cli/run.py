@@ -20,7 +20,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, StoreError
     from fscil_bench.run.grid import run_grid
-    from fscil_bench.run.methods import discover
     from fscil_bench.run.progress import log, tqdm_progress
     from fscil_bench.run.runner import RunOptions
 
@@ -28,49 +27,98 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = parse_device("cpu" if args.executor == "slurm" else args.device)
     _check_parallel_options(args, device)
     benchmarks = split_names(args.benchmark) or [DEFAULT_BENCHMARK]
-    for name in benchmarks:
-        try:
-            get_benchmark(name)
-        except BenchmarkError as exc:
-            raise UserError(str(exc)) from exc
-    registry = discover(args.plugin or [])
-    for source, message in sorted(registry.errors.items()):
-        print(f"error: {message}" if source.endswith(".py") else f"error: method {source!r} failed to load: {message}", file=sys.stderr)
-    methods = split_names(args.methods) or registry.names()
-    unknown = [m for m in methods if m not in registry.methods]
-    if unknown:
-        raise UserError(f"unknown method {', '.join(map(repr, unknown))}; available: {', '.join(registry.names())}")
-    if not methods:
-        raise UserError("no method to run")
+    try:
+        specs = [get_benchmark(name) for name in benchmarks]
+    except BenchmarkError as exc:
+        raise UserError(str(exc)) from exc
     store = ResultsStore(args.output)
     try:
         store.check_writable()
     except StoreError as exc:
         raise UserError(str(exc)) from exc
-    device = distributed.init_from_env(device)  # under torchrun: join the other ranks
-    speaks = distributed.is_main_process()  # under torchrun, rank 0 speaks for all ranks
-    if not speaks:
-        log, tqdm_progress = (lambda msg: None), no_progress
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log, bf16=args.bf16,
-                         sync_batchnorm=args.sync_batchnorm)
-    load_options = LoadOptions(cache_dir=cache_dir, data_root=Path(args.data_root) if args.data_root else None, log=log)
-    command = command_line()
-    if args.executor != "inline":
-        code = _run_on_executor(args, benchmarks, methods, store, device, cache_dir, load_options, command)
-        return max(code, 1 if registry.errors else 0)
+    data_root = Path(args.data_root) if args.data_root else None
+    limits = _limits(args)
+    pool, level = _open_pool(args, cache_dir, store, data_root, specs)
     try:
-        outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
-                            force=args.force, command=command, echo=log)
-    except BenchmarkError as exc:
-        raise UserError(str(exc)) from exc
+        registry = _discover(args, pool, limits)
+        for source, message in sorted(registry.errors.items()):
+            print(f"error: {message}" if source.endswith(".py") else f"error: method {source!r} failed to load: {message}", file=sys.stderr)
+        methods = split_names(args.methods) or registry.names()
+        unknown = [m for m in methods if m not in registry.methods]
+        if unknown and not registry.errors:
+            raise UserError(f"unknown method {', '.join(map(repr, unknown))}; available: {', '.join(registry.names())}")
+        if unknown:  # named in a source that failed to load (reported above): run the others
+            print(f"error: not run: {', '.join(map(repr, unknown))} (not found; a source failed to load)", file=sys.stderr)
+            methods = [m for m in methods if m not in unknown]
+        if not methods:
+            raise UserError("no method to run")
+        device = distributed.init_from_env(device)  # under torchrun: join the other ranks
+        speaks = distributed.is_main_process()  # under torchrun, rank 0 speaks for all ranks
+        if not speaks:
+            log, tqdm_progress = (lambda msg: None), no_progress
+        options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log, bf16=args.bf16,
+                             sync_batchnorm=args.sync_batchnorm, isolation=level, limits=limits, pool=pool)
+        load_options = LoadOptions(cache_dir=cache_dir, data_root=data_root, log=log)
+        command = command_line()
+        if args.executor != "inline":
+            code = _run_on_executor(args, benchmarks, methods, store, device, cache_dir, load_options, command)
+            return max(code, 1 if registry.errors else 0)
+        try:
+            outcomes = run_grid(benchmarks, methods, args.seeds, args.preset, registry, store, options, load_options,
+                                force=args.force, command=command, echo=log)
+        except BenchmarkError as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            distributed.shutdown()
     finally:
-        distributed.shutdown()
+        if pool is not None:
+            pool.close()
     failed = [o for o in outcomes if o.status == "failed"]
     if speaks:
         print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; records under {store.root}"
               + (f"; {len(failed)} failed (see their record.json)" if failed else ""))
     return 1 if failed or registry.errors else 0
+
+
+def _limits(args: argparse.Namespace):
+    """The workers' limits: the preset's defaults, changed by the options given."""
+    from fscil_bench.run.limits import default_limits, with_overrides
+
+    for name in ("time_limit", "load_time_limit"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be more than 0, not {value:g}")
+    if args.memory_limit is not None and args.memory_limit < 0:
+        raise UserError(f"--memory-limit must be 0 (no limit) or more, not {args.memory_limit:g}")
+    return with_overrides(default_limits(args.preset), args.time_limit, args.load_time_limit, args.memory_limit)
+
+
+def _open_pool(args: argparse.Namespace, cache_dir: Path, store, data_root: Path | None, specs):
+    """The worker pool of this command (None with ``--isolation none``) and its isolation level."""
+    from fscil_bench.run.pools import hidden_paths, make_pool
+    from fscil_bench.run.progress import log
+    from fscil_bench.run.workers import IsolationError, resolve_isolation
+
+    try:
+        level, note = resolve_isolation(args.isolation)
+    except IsolationError as exc:
+        raise UserError(str(exc)) from exc
+    if note and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
+        log(note)
+    plugins = [Path(p).resolve() for p in args.plugin or []]
+    return make_pool(level, cache_dir, hidden_paths(store.root, data_root, specs), plugins), level
+
+
+def _discover(args: argparse.Namespace, pool, limits):
+    from fscil_bench.run import wire
+    from fscil_bench.run.discovery import discover_methods
+    from fscil_bench.run.workers import WorkerError
+
+    try:
+        return discover_methods(args.plugin or [], pool, limits.load_seconds, limits.memory_bytes)
+    except (WorkerError, wire.WireError) as exc:
+        raise UserError(f"method discovery failed: {exc}") from exc
 
 
 def _check_parallel_options(args: argparse.Namespace, device) -> None:
@@ -114,7 +162,8 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
                        cache_dir=str(cache_dir.resolve()), data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                        device=str(device), plugins=tuple(str(Path(p).resolve()) for p in args.plugin or []), force=args.force,
                        command=command, threads=max(1, (os.cpu_count() or 1) // workers) if args.executor == "local" else None,
-                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16)
+                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16, isolation=args.isolation,
+                       time_limit=args.time_limit, load_time_limit=args.load_time_limit, memory_limit=args.memory_limit)
     jobs, skipped = [], 0
     for name in benchmarks:
         spec = get_benchmark(name)
@@ -165,9 +214,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV), help=f"folder holding real datasets (default: ${DATA_ROOT_ENV})")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     run.add_argument("--force", action="store_true", help="recompute runs that are already complete")
+    iso = run.add_argument_group("isolation and limits (see the README's threat model)")
+    iso.add_argument("--isolation", choices=("auto", "sandbox", "process", "none"), default="auto",
+                     help="auto: each method in its own worker process, inside a bubblewrap sandbox where the machine "
+                          "allows one (default); sandbox: require the sandbox; process: a worker without sandbox; "
+                          "none: in this process, to step through a method in a debugger (marked in every report)")
+    iso.add_argument("--time-limit", type=float, metavar="SECONDS",
+                     help="wall time per session, fit and evaluation (default by preset: smoke 600, quick 14400, paper 259200)")
+    iso.add_argument("--load-time-limit", type=float, metavar="SECONDS",
+                     help="time to import a method (default by preset: smoke 120, quick 300, paper 600)")
+    iso.add_argument("--memory-limit", type=float, metavar="GIB",
+                     help="memory per worker in GiB, 0 for none (default by preset: smoke 8, quick 32, paper 256, "
+                          "at most 3/4 of this machine's memory)")
     par = run.add_argument_group("several processes, GPUs and clusters")
     par.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
-                     help="inline: in this process (default; also under torchrun); local: one process per run, "
+                     help="inline: the grid from this process, one run after another (default; also under torchrun); "
+                          "local: one process per run, "
                           "--workers at a time; slurm: one Slurm job array, one task per run (needs submitit)")
     par.add_argument("--workers", type=int, help="runs at a time (local: processes, default 1; slurm: array parallelism)")
     par.add_argument("--sync-batchnorm", action="store_true", help="data-parallel training: BatchNorm over the global batch (GPUs only)")

@@ -60,6 +60,10 @@ class GridJob:
     threads: int | None = None  # torch threads in the worker (None: torch's default)
     sync_batchnorm: bool = False
     bf16: bool = False
+    isolation: str = "auto"  # see fscil_bench.run.workers
+    time_limit: float | None = None  # per session, seconds (None: the preset's default)
+    load_time_limit: float | None = None
+    memory_limit: float | None = None  # GB per worker (0: none)
 
     @property
     def label(self) -> str:
@@ -121,10 +125,13 @@ def run_job(job: GridJob) -> tuple[str, str]:
     from fscil_bench.benchmarks.registry import get_benchmark
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, RunKey
+    from fscil_bench.run.discovery import discover_methods
     from fscil_bench.run.grid import run_grid
-    from fscil_bench.run.methods import discover
+    from fscil_bench.run.limits import default_limits, with_overrides
+    from fscil_bench.run.pools import hidden_paths, make_pool
     from fscil_bench.run.progress import log
     from fscil_bench.run.runner import RunOptions
+    from fscil_bench.run.workers import resolve_isolation
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -134,24 +141,34 @@ def run_job(job: GridJob) -> tuple[str, str]:
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     device = distributed.init_from_env(torch.device(job.device))
+    pool = None
     try:
-        registry = discover(list(job.plugins))
+        store = ResultsStore(job.output)
+        spec = get_benchmark(job.benchmark)
+        data_root = Path(job.data_root) if job.data_root else None
+        limits = with_overrides(default_limits(job.preset), job.time_limit, job.load_time_limit, job.memory_limit)
+        quiet = not distributed.is_main_process()
+        level, note = resolve_isolation(job.isolation)
+        if note and not quiet:
+            log(note)
+        pool = make_pool(level, Path(job.cache_dir), hidden_paths(store.root, data_root, [spec]),
+                         [Path(p) for p in job.plugins])
+        registry = discover_methods(list(job.plugins), pool, limits.load_seconds, limits.memory_bytes)
         if job.method not in registry.methods:
             detail = "; ".join(registry.errors.values())
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
-        store = ResultsStore(job.output)
-        spec = get_benchmark(job.benchmark)
         key = RunKey(spec.id, job.method, job.preset, job.seed)
-        quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
-                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm)
-        load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=Path(job.data_root) if job.data_root else None,
-                                   log=options.log)
+                             log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,
+                             isolation=level, limits=limits, pool=pool)
+        load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=data_root, log=options.log)
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()
         with lock:
             outcomes = run_grid([job.benchmark], [job.method], [job.seed], job.preset, registry, store, options,
                                 load_options, force=job.force, command=job.command, echo=lambda msg: None)
     finally:
+        if pool is not None:
+            pool.close()
         distributed.shutdown()
     return outcomes[0].status, outcomes[0].summary
 

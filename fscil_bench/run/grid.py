@@ -11,7 +11,9 @@ from fscil_bench.benchmarks.benchmark import Benchmark, LoadOptions
 from fscil_bench.benchmarks.registry import get_benchmark
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
+from fscil_bench.run.catalog import MethodCatalog
 from fscil_bench.run.methods import MethodRegistry
+from fscil_bench.run.pools import shared_pool
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
 
 
@@ -55,6 +57,9 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         # Neural-collapse diagnostics per session (None when the method has no embed).
         "diagnostics": result.diagnostics,
         "error": result.error,
+        # How the method was kept apart from the runner, and how to replay its evaluation batches.
+        "isolation": result.isolation,
+        "evaluation_order": result.evaluation_order,
     }
 
 
@@ -76,7 +81,7 @@ def run_grid(
     methods: Sequence[str],
     seeds: Sequence[int],
     preset: str,
-    registry: MethodRegistry,
+    registry: MethodCatalog | MethodRegistry,
     store: ResultsStore,
     options: RunOptions,
     load_options: LoadOptions,
@@ -84,7 +89,19 @@ def run_grid(
     command: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> list[RunOutcome]:
-    """Run every (benchmark, method, seed); a completed record is skipped unless ``force``."""
+    """Run every (benchmark, method, seed); a completed record is skipped unless ``force``.
+
+    ``registry`` is a :class:`~fscil_bench.run.catalog.MethodCatalog` (or a
+    :class:`~fscil_bench.run.methods.MethodRegistry`). The runs share one worker pool
+    (``options.pool``, or one made here whose sandbox hides ``store``, the data root and the
+    benchmarks' own data folders)."""
+    with shared_pool(options, [get_benchmark(b) for b in benchmarks], registry, store, load_options) as options:
+        return _run_grid(benchmarks, methods, seeds, preset, registry, store, options, load_options, force, command, echo)
+
+
+def _run_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], preset: str, registry: Any,
+              store: ResultsStore, options: RunOptions, load_options: LoadOptions, force: bool, command: str | None,
+              echo: Callable[[str], None]) -> list[RunOutcome]:
     outcomes: list[RunOutcome] = []
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)

@@ -1,0 +1,163 @@
+"""The method's side of a run: the method object, its context, and what it answers.
+
+A :class:`MethodHost` holds exactly what the protocol gives a method: the benchmark's facts
+(:class:`~fscil_bench.protocol.BenchmarkInfo`), the preset, the seed, each session's training
+samples, and unlabelled test images. It never holds a test label or the benchmark itself. The
+runner drives it either in its own process (isolation ``none``) or inside a worker process
+(:mod:`fscil_bench.run.worker`) through the same calls, so both give the same answers.
+
+A method that exposes ``embed`` and ``classify`` is evaluated as ``classify(embed(x))``; the
+features are returned for the neural-collapse diagnostics, which the runner computes (it alone
+has the labels). A method with ``embed`` alone is evaluated with ``predict`` and embedded in a
+second pass. Logits or features of the wrong shape raise :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fscil_bench.data.arrays import BatchTransform, iterate_images
+from fscil_bench.protocol import BenchmarkInfo, Context, MemoryDeclaration, Progress, Session, hparams_to_dict
+
+
+class ProtocolError(RuntimeError):
+    """A method that answered outside the protocol (e.g. logits of the wrong shape)."""
+
+
+@dataclass
+class HostEvaluation:
+    """One session's answers, in the order the images were shown: the predicted class of every
+    image, the ``embed`` features ``(N, d)`` (None without ``embed``, or ``feature_error`` says
+    why not), and the ``classifier_weights()`` ``(num_seen, d)`` (None, or ``weights_error``)."""
+
+    preds: np.ndarray
+    features: np.ndarray | None = None
+    feature_error: str | None = None
+    weights: np.ndarray | None = None
+    weights_error: str | None = None
+
+
+def _optional(method: object, name: str) -> Callable | None:
+    fn = getattr(method, name, None)
+    return fn if callable(fn) else None
+
+
+def _check_logits(logits: Any, n: int, num_seen: int, what: str) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_seen):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ProtocolError(f"{what} returned {shape}, expected logits of shape ({n}, {num_seen})")
+
+
+def _check_features(features: Any, n: int) -> None:
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or len(features) != n:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ProtocolError(f"embed returned {shape}, expected features of shape ({n}, d)")
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MethodHost:
+    """One method object through one run.
+
+    Construction resolves the preset (a missing preset raises ``KeyError``), builds the context
+    (seeding torch's and numpy's global random state with ``seed``) and instantiates the method.
+    """
+
+    def __init__(self, method_cls: type, preset: str, info: BenchmarkInfo, seed: int, *, device: torch.device,
+                 cache_dir: Path, progress: Progress, log: Callable[[str], None], bf16: bool = False,
+                 sync_batchnorm: bool = False):
+        hparams = method_cls.resolve_preset(preset, info.family) if hasattr(method_cls, "resolve_preset") else None
+        self.config: dict[str, Any] = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+        self.ctx = Context.create(info, hparams, seed, device=device, cache_dir=cache_dir, progress=progress, log=log,
+                                  bf16=bf16, sync_batchnorm=sync_batchnorm)
+        self.method: Any = None
+        self.method = method_cls()
+        self.num_seen = 0
+
+    @property
+    def has_embed(self) -> bool:
+        return _optional(self.method, "embed") is not None
+
+    def fit(self, session: Session) -> None:
+        """``fit_base`` for session 0, ``fit_session`` after."""
+        (self.method.fit_base if session.is_base else self.method.fit_session)(session, self.ctx)
+        self.num_seen = session.num_seen
+
+    @torch.no_grad()
+    def evaluate(self, images: np.ndarray, rows: np.ndarray | None, transform: BatchTransform, batch_size: int,
+                 desc: str) -> HostEvaluation:
+        """The answers for ``images`` (or its ``rows``), in that order, ``batch_size`` at a time."""
+        n = len(images) if rows is None else len(rows)
+        batches = iterate_images(images, transform, batch_size, self.ctx.device, rows)
+        embed, classify = _optional(self.method, "embed"), _optional(self.method, "classify")
+        preds: list[torch.Tensor] = []
+        features: list[torch.Tensor] | None = [] if embed is not None else None
+        feature_error = None
+        for x in self.ctx.progress(batches, desc=desc, total=-(-n // batch_size)):
+            if embed is not None and classify is not None:
+                f = embed(x)
+                _check_features(f, len(x))
+                logits = classify(f)
+                _check_logits(logits, len(x), self.num_seen, "classify")
+            else:
+                logits = self.method.predict(x)
+                _check_logits(logits, len(x), self.num_seen, "predict")
+                f = None
+                if features is not None:
+                    try:
+                        f = embed(x)
+                        _check_features(f, len(x))
+                    except Exception as exc:  # features only feed the diagnostics: never fail the run
+                        feature_error, features = _error_text(exc), None
+            preds.append(logits.argmax(1).to("cpu", torch.int16))
+            if features is not None:
+                features.append(f.detach().to("cpu", torch.float32))
+        out = HostEvaluation(torch.cat(preds).numpy() if preds else np.zeros(0, np.int16))
+        if features is not None and features:
+            out.features = torch.cat(features).numpy()
+        elif embed is not None:
+            out.feature_error = feature_error or "nothing evaluated"
+        if embed is not None:
+            out.weights, out.weights_error = self._weights()
+        return out
+
+    def _weights(self) -> tuple[np.ndarray | None, str | None]:
+        fn = _optional(self.method, "classifier_weights")
+        if fn is None:
+            return None, None
+        try:
+            weights = fn()
+            if weights is None:
+                return None, None
+            return torch.as_tensor(weights).detach().to("cpu", torch.float32).numpy(), None
+        except Exception as exc:  # the diagnostics never fail a run
+            return None, _error_text(exc)
+
+    def memory(self) -> dict[str, Any]:
+        """What the method declares it keeps (``memory()``), as the record stores it."""
+        return declared_memory(self.method)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.ctx.extra
+
+
+def declared_memory(method: object) -> dict[str, Any]:
+    declare = getattr(method, "memory", None)
+    if declare is None:
+        return {"declared": False}
+    try:
+        decl = declare()
+    except Exception as exc:
+        return {"declared": False, "error": _error_text(exc)}
+    if isinstance(decl, MemoryDeclaration):
+        return {"declared": True, **decl.__dict__}
+    return {"declared": True, **dict(decl)}
