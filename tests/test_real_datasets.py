@@ -54,7 +54,7 @@ def tiny_schedule(tmp_path: Path, lists: Path, fmt: str, **kwargs) -> Path:
 
 def run(bench, tmp_path: Path):
     result = run_method(bench, NearestMean, "quick", 0, RunOptions(cache_dir=tmp_path / "runcache", eval_batch_size=16,
-                                                                   log=lambda m: None))
+                                                                   log=lambda m: None, isolation="none"))
     assert result.status == "completed", result.error
     return result
 

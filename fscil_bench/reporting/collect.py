@@ -56,6 +56,7 @@ class MethodRow:
     values: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    isolation: dict[int, str] = field(default_factory=dict)  # seed -> its record's isolation level
 
     @property
     def label(self) -> str:
@@ -137,6 +138,14 @@ def run_outputs(entry: RecordEntry) -> RunOutputs:
                                   seconds=timing.get("total_seconds"))
 
 
+def isolation_level(record: dict[str, Any]) -> str:
+    """How the record's method was kept apart from the runner: ``sandbox``, ``process``,
+    ``none``, or ``not recorded`` (records written before isolation existed)."""
+    iso = record.get("isolation")
+    level = iso.get("level") if isinstance(iso, dict) else None
+    return str(level) if level else "not recorded"
+
+
 def _failure(record: dict[str, Any]) -> str:
     err = record.get("error") or {}
     return f"{err.get('type', 'error')} in session {err.get('session')}"
@@ -151,6 +160,7 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
         if str(item) not in row.extra_data:
             row.extra_data.append(str(item))
     seed = int(record["seed"])
+    row.isolation[seed] = isolation_level(record)
     if record.get("status") != "completed":
         row.failed[seed] = _failure(record)
         return
