@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ from fscil_bench.toolkit.base_models import (
     QUICK_BASE_SGD,
     SMOKE_BASE_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
@@ -111,6 +113,9 @@ class CECEpisodic(MethodBase):
             )
         },
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        return [cross_entropy_recipe(ctx.hparams.backbone, ctx.hparams.base, ctx.benchmark.num_base_classes)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         from fscil_bench.integrations.learn2learn_tasks import EpisodeSampler

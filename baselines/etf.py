@@ -15,9 +15,9 @@ Presets. ``paper`` follows the published recipe per benchmark family. The warm-u
 epochs), miniImageNet's step milestones (epochs 300 and 400, factor 0.1), the number of neck steps
 per session (one value inside the published range) and 4 augmented views per few shot are this
 implementation's choices where the recipe gives none or a range. For CUB the paper starts from
-an ImageNet-pretrained ResNet-18: set ``pretrained_path`` to a local torchvision ``state_dict``
-(a preset of a subclass); without it the backbone is trained from scratch, and the record's
-``extra`` says which.
+an ImageNet-pretrained ResNet-18: set ``pretrained`` to a known weights name or a local torchvision
+``state_dict``; without it the backbone is trained from scratch, and the record's ``extra`` says
+which.
 
 ``quick`` (glyphs100, and the default for any other family) keeps the paper's neck, ETF
 (d = 512), loss and incremental stage, but is sized for two CPU cores: the backbone is the
@@ -65,13 +65,12 @@ _CUB = ETFHparams(
     backbone="resnet18",
     base=SGDRecipe(epochs=80, lr=0.025, batch_size=512, warmup_epochs=5, schedule="cosine"),
     session=StepRecipe(steps=120, lr=0.05, batch_size=64),
-    pretrained_path=None,
 )
 
 PRESETS = {
     "quick": {"glyphs100": _QUICK, "default": _QUICK},
     "smoke": ETFHparams(backbone=QUICK_BACKBONE, base=SGDRecipe(epochs=2, lr=0.05, batch_size=16, warmup_epochs=0.5),
-                        session=StepRecipe(steps=4, lr=0.1, batch_size=8), feature_dim=16, augmented_views=1),
+                        session=StepRecipe(steps=4, lr=0.1, batch_size=8), feature_dim=128, augmented_views=1),
     "paper": {"cifar100": _CIFAR, "mini_imagenet": _MINI, "cub200": _CUB, "default": _CIFAR},
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from fscil_bench.toolkit.base_models import (
     SMOKE_BASE_SGD,
     SMOKE_SESSION_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.heads import LinearHeadOutputs, grow_linear
 from fscil_bench.toolkit.training import SGDRecipe, train_supervised
@@ -44,6 +46,9 @@ class FineTune(LinearHeadOutputs, MethodBase):
             "default": FineTuneHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0)),
         },
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        return [cross_entropy_recipe(ctx.hparams.backbone, ctx.hparams.base, ctx.benchmark.num_base_classes)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: FineTuneHparams = ctx.hparams

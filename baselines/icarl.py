@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ from fscil_bench.toolkit.base_models import (
     SMOKE_SESSION_SGD,
     cached_model,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.exemplars import ImageBank, labelled_images
 from fscil_bench.toolkit.features import base_feature_pool, extract_features
@@ -109,6 +111,14 @@ class ICaRL(MethodBase):
 
     # --- base session -------------------------------------------------------------------------
 
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: ICaRLHparams = ctx.hparams
+        if hp.base_loss == "cross-entropy":
+            return [cross_entropy_recipe(hp.backbone, hp.base, ctx.benchmark.num_base_classes)]
+        if hp.base_loss == "bce":
+            return [self._bce_recipe(hp, ctx.benchmark.num_base_classes)]
+        raise ValueError(f"unknown base_loss {hp.base_loss!r} (choose cross-entropy or bce)")
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: ICaRLHparams = ctx.hparams
         if hp.base_loss == "cross-entropy":
@@ -128,8 +138,12 @@ class ICaRL(MethodBase):
         self._update_means(ctx, hp)
 
     @staticmethod
-    def _bce_base_model(session: Session, ctx: Context, hp: ICaRLHparams) -> nn.Module:
-        recipe = {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": session.num_seen}
+    def _bce_recipe(hp: ICaRLHparams, classes: int) -> dict[str, Any]:
+        return {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": classes}
+
+    @classmethod
+    def _bce_base_model(cls, session: Session, ctx: Context, hp: ICaRLHparams) -> nn.Module:
+        recipe = cls._bce_recipe(hp, session.num_seen)
         generator = torch.Generator().manual_seed(ctx.stage_seed("icarl-base-data"))
 
         def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -138,7 +152,8 @@ class ICaRL(MethodBase):
         def train(model: nn.Module) -> None:
             train_supervised(model, session.train, loss, hp.base, ctx, desc="icarl base session", generator=generator)
 
-        return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(hp.backbone), session.num_seen), train)
+        return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(hp.backbone), session.num_seen), train,
+                            data=session.train)
 
     # --- incremental sessions -----------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from fscil_bench.toolkit.base_models import (
     SMOKE_BASE_SGD,
     SMOKE_SESSION_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.exemplars import ImageBank
 from fscil_bench.toolkit.features import (
@@ -94,6 +96,9 @@ class Joint(LinearHeadOutputs, MethodBase):
             )
         },
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        return [cross_entropy_recipe(ctx.hparams.backbone, ctx.hparams.base, ctx.benchmark.num_base_classes)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: JointHparams = ctx.hparams

@@ -10,6 +10,7 @@ Learning with Continually Evolved Classifiers" (CEC), CVPR 2021, section 4.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,6 +20,7 @@ from fscil_bench.toolkit.base_models import (
     QUICK_BASE_SGD,
     SMOKE_BASE_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
@@ -44,6 +46,9 @@ class Prototype(MethodBase):
         "smoke": PrototypeHparams(base=SMOKE_BASE_SGD),
         "paper": {"default": PrototypeHparams(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0))},
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        return [cross_entropy_recipe(ctx.hparams.backbone, ctx.hparams.base, ctx.benchmark.num_base_classes)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: PrototypeHparams = ctx.hparams

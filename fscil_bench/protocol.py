@@ -29,6 +29,8 @@ import torch
 
 from fscil_bench.cache import stable_hash
 from fscil_bench.data.arrays import LabelledImages
+from fscil_bench.data.views import MethodViews, ViewInputs, views_from_names
+from fscil_bench.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -104,8 +106,12 @@ class Context:
         cache_dir: a folder for caches shared between runs (base models, features).
         progress: wraps long loops in a progress bar.
         log: prints a message without breaking progress bars.
+        weights_dir: the folder that holds known pretrained weights files (see
+            :mod:`fscil_bench.models.weights`).
         bf16: train under bfloat16 autocast (the run's opt-in; float32 otherwise).
         sync_batchnorm: in data-parallel training, normalise BatchNorm over the global batch.
+        views: the names (or descriptions) of the method's own train and test views, None when it
+            uses the benchmark's transforms; part of the cache keys of what is trained through them.
         extra: notes a method adds to its run's record (cache use, precision, initialisation).
     """
 
@@ -118,8 +124,10 @@ class Context:
     cache_dir: Path
     progress: Progress
     log: Callable[[str], None]
+    weights_dir: Path | None = None
     bf16: bool = False
     sync_batchnorm: bool = False
+    views: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -133,8 +141,10 @@ class Context:
         cache_dir: Path = Path(".cache"),
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
+        weights_dir: Path | None = None,
         bf16: bool = False,
         sync_batchnorm: bool = False,
+        views: dict[str, str] | None = None,
     ) -> Context:
         """The context of one run: global random state seeded with ``seed`` (torch and numpy, so
         code that draws from them is reproducible too) and ``generator`` a fresh CPU generator
@@ -149,8 +159,10 @@ class Context:
             cache_dir=Path(cache_dir),
             progress=progress or no_progress,
             log=log or print,
+            weights_dir=Path(weights_dir) if weights_dir is not None else Path(cache_dir) / "weights",
             bf16=bf16,
             sync_batchnorm=sync_batchnorm,
+            views=views,
         )
 
     def stage_seed(self, *tags: Any) -> int:
@@ -210,6 +222,11 @@ class MethodBase:
         oracle: True for a method that breaks the protocol on purpose (an upper bound).
         paper: the citation of the method.
 
+    Views. :meth:`views` gives the method's own training augmentation and test-time view for a
+    benchmark (by default the ones its hyperparameters name in ``train_view`` and ``test_view``,
+    see :mod:`fscil_bench.data.views`); the runner attaches them to every session's data and shows
+    the test images through the test view. Without them the benchmark's transforms apply.
+
     Optional methods (define them on the subclass; the runner looks them up with ``getattr``):
         embed(images) -> Tensor (N, d): the features the classifier acts on, under
             ``torch.no_grad()`` like ``predict``.
@@ -222,6 +239,10 @@ class MethodBase:
         classifier_weights() -> Tensor (num_seen, d) | None: the classifier vectors or class
             prototypes in the ``embed`` space, row ``c`` for class ``c`` (biases left out); it
             gives the self-duality and feature-classifier alignment diagnostics.
+
+    A method that trains cached base models (:func:`fscil_bench.toolkit.base_models.cached_model`)
+    says which in :meth:`base_model_recipes`, so ``fscil-bench run --dry-run`` can tell which
+    would be trained and which loaded.
     """
 
     name: ClassVar[str] = ""
@@ -234,7 +255,8 @@ class MethodBase:
     def resolve_preset(cls, preset: str, family: str) -> Any:
         """The hyperparameters of ``preset`` for a benchmark ``family``."""
         if preset not in cls.presets:
-            raise KeyError(f"method {cls.name!r} has no preset {preset!r}; choose from {', '.join(cls.presets)}")
+            raise KeyError(f"method {cls.name!r} has no preset {preset!r}{did_you_mean(preset, list(cls.presets))}; "
+                           f"choose from {', '.join(cls.presets)}")
         value = cls.presets[preset]
         if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) or dataclasses.is_dataclass(v) for v in value.values()):
             if family in value:
@@ -243,6 +265,18 @@ class MethodBase:
                 return value["default"]
             raise KeyError(f"method {cls.name!r} preset {preset!r} has no settings for {family!r} (has {', '.join(value)})")
         return value
+
+    @classmethod
+    def views(cls, hparams: Any, inputs: ViewInputs) -> MethodViews:
+        """This method's own train and test transforms for a benchmark described by ``inputs``
+        (None for either: the benchmark's). By default the views named by the hyperparameters'
+        ``train_view`` and ``test_view`` fields (:data:`fscil_bench.data.views.VIEWS`)."""
+        return views_from_names(getattr(hparams, "train_view", None), getattr(hparams, "test_view", None), inputs)
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]] | None:
+        """The recipes of the cached base models ``fit_base`` would train or load in the run of
+        ``ctx`` (its benchmark, seed and hyperparameters), in the order it asks for them, computed
+        without data or training; ``[]`` for none, ``None`` (the default) when not declared."""
+        return None
 
     def memory(self) -> MemoryDeclaration:
         """What this method keeps from past sessions; override when it keeps anything."""

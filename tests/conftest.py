@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny synthetic benchmark that trains in seconds."""
+"""Shared fixtures: a tiny synthetic benchmark that trains in seconds; waiting on another process."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +52,17 @@ def synthetic_benchmark() -> Benchmark:
 def run_options(tmp_path: Path) -> RunOptions:
     """In this process: these tests look at methods and the protocol (test_isolation.py covers workers)."""
     return RunOptions(cache_dir=tmp_path / "cache", log=lambda msg: None, isolation="none")
+
+
+def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen | None = None,
+               safety_seconds: float = 600.0) -> None:
+    """Return as soon as ``condition()`` holds (checked every 20 ms); fail if ``process`` ends
+    first. The deadline is only a safety net for a hung process, never a timing window: tests
+    act on what happened, not on how long it took."""
+    deadline = time.monotonic() + safety_seconds
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (exit code {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {safety_seconds:.0f} s")
+        time.sleep(0.02)

@@ -17,7 +17,6 @@ from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.run.methods import discover
 from fscil_bench.run.runner import make_session, run_method
 from fscil_bench.toolkit.losses import dot_regression_loss, inverse_frequency_weights
-from fscil_bench.toolkit.neck_learner import load_pretrained_backbone
 from fscil_bench.toolkit.training import SGDRecipe, StepRecipe
 
 # --- the simplex ETF -------------------------------------------------------------------------
@@ -130,19 +129,6 @@ def test_step_schedule_decays_at_its_milestones():
     assert replace(recipe, warmup_epochs=1).lr_at(0, per_epoch) == pytest.approx(0.1)  # warm-up first
 
 
-def test_pretrained_torchvision_weights_load_into_the_resnet18_backbone(tmp_path):
-    from torchvision.models import resnet18
-
-    source = resnet18(weights=None)
-    torch.save(source.state_dict(), tmp_path / "r18.pt")
-    backbone = build_backbone("resnet18")
-    load_pretrained_backbone(backbone, tmp_path / "r18.pt")
-    assert torch.equal(backbone.net.conv1.weight, source.conv1.weight)
-    torch.save({"conv1.weight": source.conv1.weight}, tmp_path / "partial.pt")
-    with pytest.raises(ValueError, match="do not fit the backbone"):
-        load_pretrained_backbone(backbone, tmp_path / "partial.pt")
-
-
 # --- the methods through the runner ------------------------------------------------------------
 
 TINY = replace(
@@ -233,7 +219,7 @@ def test_a_warm_start_begins_from_the_shared_cross_entropy_base_model(synthetic_
     scratch = run_method(synthetic_benchmark, tiny(ETF), "tiny", 0, run_options)
     assert scratch.extra["base_model"]["key"] != result.extra["base_model"]["key"]
     both = tiny(ETF)
-    both.presets = {**both.presets, "tiny": replace(cls.presets["tiny"], pretrained_path=__file__)}
+    both.presets = {**both.presets, "tiny": replace(cls.presets["tiny"], pretrained=__file__)}
     failed = run_method(synthetic_benchmark, both, "tiny", 0, run_options)
     assert failed.status == "failed" and "exclusive" in failed.error["message"]
 
@@ -326,13 +312,13 @@ def test_pretrained_backbone_weights_are_recorded_and_a_missing_file_fails_clear
     weights = tmp_path / "backbone.pt"
     torch.save(build_backbone("convnet4-small").state_dict(), weights)
     cls = tiny(ETF)
-    cls.presets = {"pre": replace(cls.presets["tiny"], pretrained_path=str(weights)),
-                   "missing": replace(cls.presets["tiny"], pretrained_path=str(tmp_path / "nope.pt"))}
+    cls.presets = {"pre": replace(cls.presets["tiny"], pretrained=str(weights)),
+                   "missing": replace(cls.presets["tiny"], pretrained=str(tmp_path / "nope.pt"))}
     result = run_method(synthetic_benchmark, cls, "pre", 0, run_options)
     assert result.status == "completed", result.error
-    assert result.extra["backbone_init"].startswith(f"pretrained weights from {weights}")
-    assert str(weights) in result.extra["extra_data"]
-    assert result.extra["base_model"]["recipe"]["pretrained_sha256"]
+    assert result.extra["backbone_init"].startswith("pretrained weights backbone (sha256 ")
+    assert str(weights) in result.extra["extra_data"] and result.extra["pretrained"]["file"] == str(weights)
+    assert result.extra["base_model"]["recipe"]["pretrained_sha256"] == result.extra["pretrained"]["sha256"]
     failed = run_method(synthetic_benchmark, cls, "missing", 0, run_options)
-    assert failed.status == "failed" and failed.error["type"] == "FileNotFoundError"
+    assert failed.status == "failed" and failed.error["type"] == "WeightsError"
     assert "nope.pt" in failed.error["message"]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fscil_bench.data.arrays import BatchTransform, ImageArray
+from fscil_bench.data.transforms import Normalization
+from fscil_bench.data.views import IMAGENET_NORM, ViewInputs
 from fscil_bench.protocol import BenchmarkInfo
 from fscil_bench.schedules.schedule import Schedule
 
@@ -48,6 +50,15 @@ class Benchmark:
             num_base_classes=self.schedule.num_base_classes,
             image_size=int(self.train.images.shape[1]),
         )
+
+    def view_inputs(self) -> ViewInputs:
+        """What a method's own views may depend on: the family, the benchmark's normalisation (of
+        its test transform; ImageNet's when that transform does not say) and whether its augmentation
+        mirrors images (``flip``, default yes)."""
+        norm = getattr(self.eval_transform, "norm", None)
+        if not isinstance(norm, Normalization):
+            norm = IMAGENET_NORM
+        return ViewInputs(self.family, norm, bool(getattr(self.train_transform, "flip", True)))
 
 
 @dataclass(frozen=True)

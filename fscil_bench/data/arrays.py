@@ -11,6 +11,7 @@ For a CUDA device each batch is gathered into pinned (page-locked) host memory a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -87,6 +88,14 @@ class LabelledImages:
 
     def classes(self) -> list[int]:
         return sorted(set(self._labels.tolist()))
+
+    def digest(self) -> str:
+        """sha256 of the images' shape, the raw images (uint8, row-major) and the labels (int64):
+        what keys every cache entry derived from these samples."""
+        digest = hashlib.sha256(repr(tuple(self._images.shape)).encode())
+        digest.update(np.ascontiguousarray(self._images.numpy()))
+        digest.update(np.ascontiguousarray(self._labels.to(torch.int64).numpy()))
+        return digest.hexdigest()
 
     def batches(
         self,

@@ -1,4 +1,4 @@
-"""Batched image transforms on uint8 tensors.
+"""Batched image transforms on uint8 tensors: the benchmarks' standard transforms.
 
 Every transform takes a batch of uint8 images shaped ``(B, H, W, 3)`` (on any device) and
 returns float images ``(B, 3, h, w)`` normalised with the dataset's mean and std. Augmentations
@@ -9,6 +9,11 @@ accelerator.
 Random numbers are always drawn on the CPU from the caller's generator (so a seeded run draws
 the same augmentation on every device) and copied to the images' device without waiting
 (``non_blocking``): a transform never makes the host wait for the device.
+
+The operations of the published training recipes (torchvision's resized crop with its ten tries,
+colour jitter, grayscale, bicubic resizing) and the :class:`~fscil_bench.data.augment.Pipeline`
+that composes them are in :mod:`fscil_bench.data.augment`; batch Mixup and CutMix in
+:mod:`fscil_bench.data.mixing`; the named views methods declare in :mod:`fscil_bench.data.views`.
 """
 
 from __future__ import annotations
@@ -72,7 +77,12 @@ def random_resized_crop(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> torch.Tensor:
     """Crop a random box of area ``scale`` and aspect ``ratio`` per image and resize it to ``size``
-    (bilinear), as torchvision's RandomResizedCrop does, for a whole batch at once."""
+    (bilinear, sampled at continuous positions), for a whole batch at once.
+
+    This is the crop of the standard mini and CUB transforms (their benchmark version 1). It
+    approximates torchvision's RandomResizedCrop: a box too wide or tall for the image is clamped
+    instead of drawn again, the box is not rounded to whole pixels and there is no antialiasing.
+    :class:`fscil_bench.data.augment.RandomResizedCrop` follows torchvision's sampling exactly."""
     b, _, h, w = x.shape
     area = torch.empty(b).uniform_(*scale, generator=generator)
     low, high = torch.log(torch.tensor(ratio)).tolist()  # float32 logs, as the bounds always were

@@ -87,6 +87,7 @@ from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
     QUICK_BASE_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
 from fscil_bench.toolkit.exemplars import subsample_per_class
 from fscil_bench.toolkit.training import SGDRecipe
@@ -278,6 +279,10 @@ class AvalancheStrategyMethod(MethodBase):
         """The strategy's ``EvaluationPlugin``: no metrics, no loggers (nothing printed)."""
         with quiet():
             return avalanche().EvaluationPlugin()
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: AvalancheHparams = ctx.hparams
+        return [cross_entropy_recipe(hp.backbone, hp.base, ctx.benchmark.num_base_classes)] if hp.init_from_base_model else []
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: AvalancheHparams = ctx.hparams

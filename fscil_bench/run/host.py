@@ -1,8 +1,9 @@
 """The method's side of a run: the method object, its context, and what it answers.
 
 A :class:`MethodHost` holds exactly what the protocol gives a method: the benchmark's facts
-(:class:`~fscil_bench.protocol.BenchmarkInfo`), the preset, the seed, each session's training
-samples, and unlabelled test images. It never holds a test label or the benchmark itself. The
+(:class:`~fscil_bench.protocol.BenchmarkInfo` and the
+:class:`~fscil_bench.data.views.ViewInputs` its own views are built from), the preset and its
+overrides, the seed, each session's training samples, and unlabelled test images. It never holds a test label or the benchmark itself. The
 runner drives it either in its own process (isolation ``none``) or inside a worker process
 (:mod:`fscil_bench.run.worker`) through the same calls, so both give the same answers.
 
@@ -10,11 +11,16 @@ A method that exposes ``embed`` and ``classify`` is evaluated as ``classify(embe
 features are returned for the neural-collapse diagnostics, which the runner computes (it alone
 has the labels). A method with ``embed`` alone is evaluated with ``predict`` and embedded in a
 second pass. Logits or features of the wrong shape raise :class:`ProtocolError`.
+
+The host resolves the preset with its overrides (:func:`fscil_bench.run.overrides.resolve`) and
+the method's own views (:func:`views_of`) from the method class itself: it attaches the train
+and test views to every session and shows the test images through the test view, so the
+runner never needs the method's code for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,10 @@ import numpy as np
 import torch
 
 from fscil_bench.data.arrays import BatchTransform, iterate_images
+from fscil_bench.data.transforms import Normalization
+from fscil_bench.data.views import MethodViews, ViewInputs
 from fscil_bench.protocol import BenchmarkInfo, Context, MemoryDeclaration, Progress, Session, hparams_to_dict
+from fscil_bench.run.overrides import resolve
 
 
 class ProtocolError(RuntimeError):
@@ -60,6 +69,23 @@ def _check_features(features: Any, n: int) -> None:
         raise ProtocolError(f"embed returned {shape}, expected features of shape ({n}, d)")
 
 
+def views_of(method_cls: type, hparams: Any, inputs: ViewInputs) -> MethodViews:
+    """The method's own train and test views (:meth:`MethodBase.views`; none for a method
+    without that hook) on a benchmark described by ``inputs``."""
+    declare = getattr(method_cls, "views", None)
+    views = declare(hparams, inputs) if callable(declare) else None
+    return views if isinstance(views, MethodViews) else MethodViews()
+
+
+def view_inputs_to_json(inputs: ViewInputs) -> dict[str, Any]:
+    return {"family": inputs.family, "mean": list(inputs.norm.mean), "std": list(inputs.norm.std), "flip": inputs.flip}
+
+
+def view_inputs_from_json(data: Mapping[str, Any]) -> ViewInputs:
+    norm = Normalization(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+    return ViewInputs(str(data["family"]), norm, bool(data["flip"]))
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -67,17 +93,25 @@ def _error_text(exc: BaseException) -> str:
 class MethodHost:
     """One method object through one run.
 
-    Construction resolves the preset (a missing preset raises ``KeyError``), builds the context
-    (seeding torch's and numpy's global random state with ``seed``) and instantiates the method.
+    Construction resolves the preset with ``overrides`` (canonical: dotted path -> value; an
+    unknown preset or override raises :class:`~fscil_bench.run.overrides.PresetError`) and the
+    method's views on ``view_inputs``, builds the context (seeding torch's and numpy's global
+    random state with ``seed``) and instantiates the method.
     """
 
     def __init__(self, method_cls: type, preset: str, info: BenchmarkInfo, seed: int, *, device: torch.device,
                  cache_dir: Path, progress: Progress, log: Callable[[str], None], bf16: bool = False,
-                 sync_batchnorm: bool = False):
-        hparams = method_cls.resolve_preset(preset, info.family) if hasattr(method_cls, "resolve_preset") else None
-        self.config: dict[str, Any] = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+                 sync_batchnorm: bool = False, overrides: Mapping[str, Any] | None = None,
+                 view_inputs: ViewInputs | None = None, weights_dir: Path | None = None):
+        hparams = resolve(method_cls, preset, info.family, overrides or {}).hparams
+        self.views = views_of(method_cls, hparams, view_inputs) if view_inputs is not None else MethodViews()
+        self.config: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {}),
+                                       "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+        if self.views.identity is not None:
+            self.config["views"] = self.views.identity
         self.ctx = Context.create(info, hparams, seed, device=device, cache_dir=cache_dir, progress=progress, log=log,
-                                  bf16=bf16, sync_batchnorm=sync_batchnorm)
+                                  weights_dir=weights_dir, bf16=bf16, sync_batchnorm=sync_batchnorm,
+                                  views=self.views.identity)
         self.method: Any = None
         self.method = method_cls()
         self.num_seen = 0
@@ -87,16 +121,19 @@ class MethodHost:
         return _optional(self.method, "embed") is not None
 
     def fit(self, session: Session) -> None:
-        """``fit_base`` for session 0, ``fit_session`` after."""
+        """``fit_base`` for session 0, ``fit_session`` after, with the method's views attached."""
+        session.train.train_transform = self.views.train or session.train.train_transform
+        session.train.eval_transform = self.views.test or session.train.eval_transform
         (self.method.fit_base if session.is_base else self.method.fit_session)(session, self.ctx)
         self.num_seen = session.num_seen
 
     @torch.no_grad()
     def evaluate(self, images: np.ndarray, rows: np.ndarray | None, transform: BatchTransform, batch_size: int,
                  desc: str) -> HostEvaluation:
-        """The answers for ``images`` (or its ``rows``), in that order, ``batch_size`` at a time."""
+        """The answers for ``images`` (or its ``rows``), in that order, ``batch_size`` at a time,
+        shown through the method's test view (``transform``, the benchmark's, where it has none)."""
         n = len(images) if rows is None else len(rows)
-        batches = iterate_images(images, transform, batch_size, self.ctx.device, rows)
+        batches = iterate_images(images, self.views.test or transform, batch_size, self.ctx.device, rows)
         embed, classify = _optional(self.method, "embed"), _optional(self.method, "classify")
         preds: list[torch.Tensor] = []
         features: list[torch.Tensor] | None = [] if embed is not None else None

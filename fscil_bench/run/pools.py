@@ -59,7 +59,8 @@ def shared_pool(options: RunOptions, specs: Sequence[BenchmarkSpec], registry: A
     if note:
         options.log(note)
     hidden = hidden_paths(store.root, load_options.data_root, specs) + list(options.hidden_paths)
-    pool = make_pool(level, options.cache_dir, hidden, plugin_files(registry))
+    weights = [options.weights_dir] if options.weights_dir is not None else []
+    pool = make_pool(level, options.cache_dir, hidden, plugin_files(registry) + weights)
     try:
         yield replace(options, isolation=level, pool=pool)
     finally:

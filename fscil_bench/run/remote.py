@@ -27,7 +27,7 @@ from fscil_bench.data.arrays import BatchTransform
 from fscil_bench.protocol import Session, no_progress
 from fscil_bench.run import wire
 from fscil_bench.run.catalog import MethodRef
-from fscil_bench.run.host import HostEvaluation, MethodHost
+from fscil_bench.run.host import HostEvaluation, MethodHost, view_inputs_to_json
 from fscil_bench.run.limits import Limits
 from fscil_bench.run.workers import WorkerConnection, WorkerPool
 
@@ -65,10 +65,11 @@ class LocalHost:
         self.host: MethodHost | None = None
 
     def load(self, preset: str, bench: Benchmark, seed: int, seconds: float | None,
-             env: dict[str, str] | None = None) -> dict[str, Any]:
+             env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         o = self.options
         self.host = MethodHost(self.method_cls, preset, bench.info(), seed, device=o.device, cache_dir=o.cache_dir,
-                               progress=o.progress, log=o.log, bf16=o.bf16, sync_batchnorm=o.sync_batchnorm)
+                               progress=o.progress, log=o.log, bf16=o.bf16, sync_batchnorm=o.sync_batchnorm,
+                               overrides=overrides, view_inputs=bench.view_inputs(), weights_dir=o.weights_dir)
         return self.host.config
 
     @property
@@ -163,7 +164,7 @@ class WorkerHost:
         return entry
 
     def load(self, preset: str, bench: Benchmark, seed: int, seconds: float | None,
-             env: dict[str, str] | None = None) -> dict[str, Any]:
+             env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         import torch
 
         o = self.options
@@ -171,14 +172,17 @@ class WorkerHost:
         deadline = None if seconds is None else time.monotonic() + seconds  # from the fork: the spawner's start is ours
         pickled = np.frombuffer(pickle.dumps((bench.train_transform, bench.eval_transform)), dtype=np.uint8)
         info = bench.info()
-        request = {"op": "load", "ref": self.ref.to_json(), "preset": preset, "info": info.__dict__, "seed": seed,
+        weights_dir = Path(o.weights_dir).resolve() if o.weights_dir is not None else None
+        request = {"op": "load", "ref": self.ref.to_json(), "preset": preset, "overrides": dict(overrides or {}),
+                   "view_inputs": view_inputs_to_json(bench.view_inputs()), "weights_dir": weights_dir and str(weights_dir),
+                   "info": info.__dict__, "seed": seed,
                    "device": str(o.device), "cache_dir": str(Path(o.cache_dir).resolve()), "bf16": o.bf16,
                    "sync_batchnorm": o.sync_batchnorm, "threads": torch.get_num_threads(),
                    "progress": o.progress is not no_progress, "log": self._log_mode()}
         reply, _ = self._call("loading the method", request, {"pickled": pickled}, deadline)
         self.has_embed = bool(reply.get("has_embed"))
         config = reply.get("config")
-        return config if isinstance(config, dict) else {"preset": preset}
+        return config if isinstance(config, dict) else {"preset": preset, "overrides": dict(overrides or {})}
 
     def fit(self, session: Session, deadline: float | None) -> None:
         assert self.worker is not None

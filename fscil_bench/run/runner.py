@@ -23,7 +23,7 @@ import contextlib
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,19 @@ import torch
 from fscil_bench import distributed
 from fscil_bench.benchmarks.benchmark import Benchmark
 from fscil_bench.data.arrays import LabelledImages
+from fscil_bench.data.views import MethodViews
 from fscil_bench.defaults import EVAL_BATCH_SIZE, default_cache_dir
 from fscil_bench.metrics.collapse import collapse_diagnostics
 from fscil_bench.metrics.descriptors import summarize
 from fscil_bench.protocol import Progress, Session, no_progress
 from fscil_bench.run import order as evaluation_order
-from fscil_bench.run.host import ProtocolError
+from fscil_bench.run.host import ProtocolError, views_of
 from fscil_bench.run.limits import Limits, default_limits
 from fscil_bench.run.remote import LocalHost, RemoteError, WorkerFailure, WorkerHost, open_host
 from fscil_bench.run.workers import WorkerPool, resolve_isolation
 
-__all__ = ["ProtocolError", "RunOptions", "RunResult", "SessionEvaluation", "make_session", "run_method",
-           "session_diagnostics"]
+__all__ = ["ProtocolError", "RunOptions", "RunResult", "SessionEvaluation", "make_session", "method_views",
+           "run_method", "session_diagnostics"]
 
 
 @dataclass
@@ -80,6 +81,7 @@ class RunOptions:
         cache_dir: shared caches (datasets, base models, features).
         eval_batch_size: test images per forward pass.
         progress, log: progress bars and log lines.
+        weights_dir: the folder of known pretrained weights (default: ``<cache_dir>/weights``).
         bf16: train under bfloat16 autocast (an opt-in; recorded in the run's record).
         sync_batchnorm: data-parallel training normalises BatchNorm over the global batch.
         isolation: ``auto`` (a sandboxed worker where the machine allows it, else a plain
@@ -98,6 +100,7 @@ class RunOptions:
     eval_batch_size: int = EVAL_BATCH_SIZE
     progress: Progress = no_progress
     log: Callable[[str], None] = print
+    weights_dir: Path | None = None
     bf16: bool = False
     sync_batchnorm: bool = False
     isolation: str = "auto"
@@ -107,15 +110,24 @@ class RunOptions:
     pool: WorkerPool | None = None
 
 
-def make_session(bench: Benchmark, t: int) -> Session:
-    """Session ``t`` of ``bench``: its new classes and a copy of only its own training samples."""
+def method_views(method_cls: type, hparams: Any, bench: Benchmark) -> MethodViews:
+    """The method's own train and test views on ``bench`` (:meth:`MethodBase.views`; none for a
+    method without that hook). Under isolation the method's worker computes them."""
+    return views_of(method_cls, hparams, bench.view_inputs())
+
+
+def make_session(bench: Benchmark, t: int, views: MethodViews | None = None) -> Session:
+    """Session ``t`` of ``bench``: its new classes and a copy of only its own training samples,
+    with the method's ``views`` attached (the benchmark's transforms where it has none)."""
     spec = bench.schedule.sessions[t]
+    views = views or MethodViews()
     return Session(
         index=t,
         new_classes=spec.classes,
         num_seen=bench.schedule.num_seen(t),
         shots=spec.shots,
-        train=LabelledImages(bench.train.subset(spec.train_indices), bench.train_transform, bench.eval_transform),
+        train=LabelledImages(bench.train.subset(spec.train_indices), views.train or bench.train_transform,
+                             views.test or bench.eval_transform),
     )
 
 
@@ -207,10 +219,13 @@ def _error(exc: BaseException, session: int) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc), "session": session, "traceback": traceback.format_exc()}
 
 
-def run_method(bench: Benchmark, method: Any, preset: str, seed: int, options: RunOptions) -> RunResult:
+def run_method(bench: Benchmark, method: Any, preset: str, seed: int, options: RunOptions,
+               overrides: Mapping[str, Any] | None = None) -> RunResult:
     """Run ``method`` (a method class, or a :class:`~fscil_bench.run.catalog.MethodInfo` /
-    :class:`~fscil_bench.run.catalog.MethodRef`) with ``preset`` and ``seed`` through every
-    session of ``bench``, isolated as ``options.isolation`` says.
+    :class:`~fscil_bench.run.catalog.MethodRef`) with ``preset`` (changed by ``overrides``, dotted
+    path -> value, see :mod:`fscil_bench.run.overrides`) and ``seed`` through every session of
+    ``bench``, isolated as ``options.isolation`` says. The method's host resolves the preset and
+    the method's own views (:mod:`fscil_bench.run.host`).
 
     A method that raises, passes a limit or whose worker dies is caught: the result is
     ``failed`` with the error, the session it failed in and the sessions evaluated before.
@@ -220,7 +235,7 @@ def run_method(bench: Benchmark, method: Any, preset: str, seed: int, options: R
     groups = bench.schedule.class_groups()
     preds: list[np.ndarray] = []
     timing: dict[str, Any] = {"fit_seconds": [], "eval_seconds": []}
-    config: dict[str, Any] = {"preset": preset}
+    config: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {})}
     diagnostics: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     start = time.perf_counter()
@@ -234,7 +249,8 @@ def run_method(bench: Benchmark, method: Any, preset: str, seed: int, options: R
                 env["MASTER_PORT"] = str(distributed.broadcast_object(_free_port() if distributed.is_main_process() else None))
                 env["TORCHELASTIC_USE_AGENT_STORE"] = "False"
             tic = time.perf_counter()
-            config = host.load(preset, bench, seed, None if host.level == "none" else limits.load_seconds, env)
+            config = host.load(preset, bench, seed, None if host.level == "none" else limits.load_seconds, env,
+                               dict(overrides or {}))
             timing["load_seconds"] = round(time.perf_counter() - tic, 4)
             if host.has_embed:
                 diagnostics = {"sessions": [], "seconds": []}

@@ -6,7 +6,9 @@ one socket (:mod:`fscil_bench.run.wire`). It holds only what the runner sends it
 A run worker answers, in this order:
 
 * ``load``: import the method class its :class:`~fscil_bench.run.catalog.MethodRef` names,
-  resolve the preset and build the :class:`~fscil_bench.run.host.MethodHost`; answer the config.
+  resolve the preset with the run's canonical overrides and the method's own views (from the
+  benchmark's :class:`~fscil_bench.data.views.ViewInputs`, sent as data), and build the
+  :class:`~fscil_bench.run.host.MethodHost`; answer the config.
 * ``fit``: one session, its training samples read from a file the runner wrote (a copy in the
   worker's memory) and their labels in the message.
 * ``evaluate``: the unlabelled test images, memory-mapped from a file the runner wrote in the
@@ -17,6 +19,9 @@ A run worker answers, in this order:
 Every answer carries the method's ``ctx.extra`` and ``memory()`` so far; an exception in the
 method is answered as ``{"error": {type, message, traceback}}``. Log lines are forwarded to the
 runner (``{"log": text}``) or printed here, as the runner asks.
+
+A describe worker (:func:`fscil_bench.run.describe.serve_describe`) answers what a grid's presets
+resolve to, from the method classes its references name.
 
 A discovery worker imports the methods (built-in modules, entry points, plugin files), one step
 at a time, and describes each class it finds as JSON, so the runner learns the names, presets and
@@ -116,7 +121,7 @@ class RunWorker:
         from fscil_bench import distributed
         from fscil_bench.protocol import BenchmarkInfo, no_progress
         from fscil_bench.run.catalog import MethodRef
-        from fscil_bench.run.host import MethodHost
+        from fscil_bench.run.host import MethodHost, view_inputs_from_json
         from fscil_bench.run.progress import log, tqdm_progress
 
         if request.get("threads"):
@@ -128,7 +133,10 @@ class RunWorker:
         self.host = MethodHost(method_cls, request["preset"], BenchmarkInfo(**request["info"]), int(request["seed"]),
                                device=device, cache_dir=Path(request["cache_dir"]),
                                progress=tqdm_progress if request.get("progress") else no_progress, log=log_to,
-                               bf16=bool(request.get("bf16")), sync_batchnorm=bool(request.get("sync_batchnorm")))
+                               bf16=bool(request.get("bf16")), sync_batchnorm=bool(request.get("sync_batchnorm")),
+                               overrides=dict(request.get("overrides") or {}),
+                               view_inputs=view_inputs_from_json(request["view_inputs"]),
+                               weights_dir=Path(request["weights_dir"]) if request.get("weights_dir") else None)
         return {"ok": True, "config": json_safe(self.host.config), "has_embed": self.host.has_embed}, None
 
     def fit(self, request: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict, None]:
@@ -183,7 +191,11 @@ def discover_steps(sock: socket.socket) -> int:
 
 
 def serve(sock: socket.socket, role: str) -> int:
-    """Run the worker of ``role`` ("run" or "discover") on ``sock``; returns the exit status."""
+    """Run the worker of ``role`` ("run", "discover" or "describe") on ``sock``; returns the exit status."""
     if role == "discover":
         return discover_steps(sock)
+    if role == "describe":
+        from fscil_bench.run.describe import serve_describe
+
+        return serve_describe(sock)
     return RunWorker(sock).serve()

@@ -113,7 +113,8 @@ class WorkerPool:
         cache_dir: the shared cache: workers may write its ``base_models`` and ``features``
             folders, and cannot read its ``datasets`` folder.
         hidden: more paths a sandboxed worker cannot read (data roots, the results folder).
-        readable: files a sandboxed worker must read (plugin files).
+        readable: files a sandboxed worker must read (plugin files, a weights folder; the
+            cache's ``weights`` folder always is).
     """
 
     def __init__(self, level: str, cache_dir: Path, hidden: Sequence[Path] = (), readable: Sequence[Path] = ()):
@@ -125,11 +126,14 @@ class WorkerPool:
         self.inbox, self.scratch = self.root / "inbox", self.root / "scratch"
         cache = Path(cache_dir).resolve()
         writable = [cache / "base_models", cache / "features", self.scratch]
+        #: Cache folders made only so the sandbox can bind or hide them; removed at close when still empty.
+        self._made = [p for f in (cache / "datasets", *writable[:2]) for p in (f, *f.parents) if not p.exists()]
         for folder in [self.inbox, cache / "datasets", *writable]:
             folder.mkdir(parents=True, exist_ok=True)
         hidden_paths = [cache / "datasets"] + [Path(p).resolve() for p in hidden if p]
         self.plan = SandboxPlan(hidden=tuple(hidden_paths), writable=tuple(writable),
-                                readable=tuple(_code_paths() + [Path(p).resolve() for p in readable] + [self.inbox]),
+                                readable=tuple(_code_paths() + [Path(p).resolve() for p in readable]
+                                               + [cache / "weights", self.inbox]),
                                 share_network=distributed.launched_by_torchrun())
         self.bwrap = find_bwrap() if level == "sandbox" else None
         self._proc: subprocess.Popen | None = None
@@ -210,6 +214,9 @@ class WorkerPool:
                 self.reset()
         self._proc = None
         shutil.rmtree(self.root, ignore_errors=True)
+        for folder in sorted(set(self._made), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something was cached there
+                folder.rmdir()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -220,7 +227,7 @@ class WorkerPool:
     # -- workers -------------------------------------------------------------------------------
 
     def start(self, role: str, memory_bytes: int | None = None, env: dict[str, str] | None = None) -> WorkerConnection:
-        """Fork a worker of ``role`` ("run" or "discover") with its own scratch and inbox folders."""
+        """Fork a worker of ``role`` ("run", "discover" or "describe") with its own scratch and inbox folders."""
         if self._current is not None:
             self._current.close()
         if self._proc is not None and self._proc.poll() is not None:

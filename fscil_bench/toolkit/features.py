@@ -71,14 +71,6 @@ def feature_views(
     return torch.stack(out, dim=1)
 
 
-def data_digest(data: LabelledImages) -> str:
-    """sha256 of a set's raw images and labels."""
-    digest = hashlib.sha256()
-    digest.update(data.raw_images.contiguous().numpy().tobytes())
-    digest.update(data.labels.to(torch.int64).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cached_features(
     ctx: Context,
     network: Callable[[torch.Tensor], torch.Tensor],
@@ -91,7 +83,7 @@ def cached_features(
     ``network_key`` must identify the network's weights exactly (e.g. the base model's cache
     key, ``ctx.extra["base_model"]["key"]``). Entries live under ``ctx.cache_dir/features``.
     """
-    key = stable_hash({"network": network_key, "data": data_digest(data), "tag": tag,
+    key = stable_hash({"network": network_key, "data": data.digest(), "tag": tag,
                        "transform": repr(data.eval_transform), "code": FEATURE_CODE_VERSION})
     path = ctx.cache_dir / "features" / f"{key}.npz"
     arrays = load_arrays(path)

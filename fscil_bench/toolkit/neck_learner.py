@@ -10,7 +10,7 @@ Stages:
    end with SGD on the base classes (:func:`fscil_bench.training.train_supervised`, the
    benchmark's training augmentation). Then the mean backbone feature of every base class is
    computed once over the whole base training set (test-time transform) and kept. The trained
-   model and these means are cached together under a hash of the recipe
+   model and these means are cached together under a hash of the recipe and the base data
    (:func:`fscil_bench.base_models.cached_model`). With ``train_backbone=False`` (the ``quick``
    presets) the backbone, taken from the shared cross-entropy base model, stays frozen: its
    features of the base training set are computed once (and cached, shared by every method
@@ -36,20 +36,24 @@ regression), ``baselines/etf_ce.py`` and ``baselines/etf_linear_ce.py`` the abla
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from fscil_bench.cache import sha256_file, stable_hash
-from fscil_bench.models import build_backbone
+from fscil_bench.cache import stable_hash
 from fscil_bench.models.etf import FixedETFClassifier
 from fscil_bench.models.neck import ProjectionNeck
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.backbones import BackboneInit, backbone_init
+from fscil_bench.toolkit.base_models import (
+    base_model_recipe_key,
+    cached_model,
+    cross_entropy_base_model,
+    cross_entropy_recipe,
+)
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     cached_features,
@@ -86,15 +90,18 @@ class NeckLearnerHparams:
             the batch (:func:`fscil_bench.losses.inverse_frequency_weights`) in that stage.
         augmented_views: augmented views per few-shot sample cached in each incremental session,
             besides the test-time view.
-        pretrained_path: a local file of backbone weights (e.g. torchvision's ImageNet ResNet-18
-            ``state_dict``) loaded before base training; ``None`` trains the backbone from scratch.
+        pretrained: the backbone's initial weights, a known name or a path
+            (:mod:`fscil_bench.models.weights`, e.g. ``torchvision-resnet18-imagenet1k-v1``), loaded
+            before base training; ``None`` trains the backbone from scratch.
+        frozen_stages: with ``pretrained``, how many stages stay frozen in base training (``-1``:
+            none, ``0``: the stem, ``k``: the stem and the first ``k`` residual stages).
         warm_start: a CPU shortcut for the ``quick`` presets: start the backbone from the shared
             cross-entropy base model trained with this recipe
             (:func:`fscil_bench.base_models.cross_entropy_base_model`, the one the other baselines
             use), then train backbone, neck and classifier end to end with ``base`` as usual.
-            ``None`` (the paper's recipe) starts from scratch or from ``pretrained_path``.
+            ``None`` (the paper's recipe) starts from scratch or from ``pretrained``.
         train_backbone: train the backbone in the base session (the paper). ``False`` keeps the
-            initial backbone (``warm_start`` or ``pretrained_path``) frozen and trains only neck and
+            initial backbone (``warm_start`` or ``pretrained``) frozen and trains only neck and
             classifier, with ``base``'s recipe, on its features of the base training set (test-time
             view, no augmentation): seconds instead of minutes on a CPU.
     """
@@ -107,7 +114,8 @@ class NeckLearnerHparams:
     base_reweight: bool = False
     session_reweight: bool = False
     augmented_views: int = 4
-    pretrained_path: str | None = None
+    pretrained: str | None = None
+    frozen_stages: int = -1
     warm_start: SGDRecipe | None = None
     train_backbone: bool = True
 
@@ -124,24 +132,6 @@ class NeckModel(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm neck features of ``images``."""
         return self.neck(self.backbone(images))
-
-
-def load_pretrained_backbone(backbone: nn.Module, path: str | Path) -> None:
-    """Load a ``state_dict`` file into ``backbone`` (into its ``.net`` when it wraps a torchvision
-    model). Classification-layer weights (``fc.*``) are ignored; any other missing or unexpected
-    key is an error."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained backbone weights {path} do not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    target = getattr(backbone, "net", backbone)
-    missing, unexpected = target.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ValueError(f"pretrained weights {path} do not fit the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 @contextlib.contextmanager
@@ -189,55 +179,62 @@ class NeckLearner(MethodBase):
 
     # --- the stages ----------------------------------------------------------------------------
 
-    def fit_base(self, session: Session, ctx: Context) -> None:
-        hp: NeckLearnerHparams = ctx.hparams
-        self.hp = hp
-        num_base = session.num_seen
-        pretrained_sha = None
-        if hp.pretrained_path:
-            weights = Path(hp.pretrained_path).expanduser()
-            if not weights.is_file():
-                raise FileNotFoundError(f"pretrained_path {hp.pretrained_path!r}: no such file (a state_dict of {hp.backbone} weights)")
-            pretrained_sha = sha256_file(weights)
-            ctx.extra["backbone_init"] = f"pretrained weights from {hp.pretrained_path} (sha256 {pretrained_sha[:16]})"
-            ctx.extra["extra_data"] = f"backbone weights pretrained outside the benchmark: {hp.pretrained_path}"
-        else:
-            ctx.extra["backbone_init"] = "trained from scratch on the base session"
-            ctx.extra["extra_data"] = None
-        warm_backbone, warm_key = None, None
-        if not hp.train_backbone and hp.warm_start is None and not hp.pretrained_path:
-            raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained_path")
-        if hp.warm_start is not None:
-            if hp.pretrained_path:
-                raise ValueError("warm_start and pretrained_path are exclusive: choose one backbone initialisation")
-            warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
-            warm_key = ctx.extra.pop("base_model")["key"]
-            ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
-                                          "with this method's classifier and loss")
-        recipe = {
+    def base_recipe(self, hp: NeckLearnerHparams, ctx: Context, init: BackboneInit,
+                    warm_recipe_key: str | None) -> dict[str, Any]:
+        """What defines the base model (its cache key material), given the backbone's
+        initialisation and the recipe key of the warm-start model (None without one; the data it
+        was trained on is keyed by :func:`cached_model`)."""
+        return {
             "kind": self.kind,
             "version": ETF_BASE_VERSION,
             "backbone": hp.backbone,
-            "pretrained_sha256": pretrained_sha,
-            "warm_start": warm_key,
+            "pretrained_sha256": init.weights.sha256 if init.weights else None,
+            **({"frozen_stages": init.frozen_stages} if init.frozen_stages >= 0 else {}),
+            "warm_start": warm_recipe_key,
             "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
             "head": self.head_recipe(hp, ctx),
             "loss_weight": hp.loss_weight,
             "reweight": hp.base_reweight,
             "sgd": recipe_key(hp.base),
-            "classes": num_base,
+            "classes": ctx.benchmark.num_base_classes,
             "total_classes": ctx.num_classes_total,
         }
 
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: NeckLearnerHparams = ctx.hparams
+        num_base = ctx.benchmark.num_base_classes
+        warm = [cross_entropy_recipe(hp.backbone, hp.warm_start, num_base)] if hp.warm_start is not None else []
+        warm_recipe_key = base_model_recipe_key(ctx.benchmark.id, ctx.seed, warm[0], ctx.views) if warm else None
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        return [*warm, self.base_recipe(hp, ctx, init, warm_recipe_key)]
+
+    def fit_base(self, session: Session, ctx: Context) -> None:
+        hp: NeckLearnerHparams = ctx.hparams
+        self.hp = hp
+        num_base = session.num_seen
+        if not hp.train_backbone and hp.warm_start is None and not hp.pretrained:
+            raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained")
+        if hp.warm_start is not None and hp.pretrained:
+            raise ValueError("warm_start and pretrained are exclusive: choose one backbone initialisation")
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        ctx.extra["backbone_init"] = (f"pretrained weights {init.weights.name} (sha256 {init.weights.sha256[:16]})"
+                                      if init.weights else "trained from scratch on the base session")
+        warm_backbone, warm_key, warm_recipe_key = None, None, None
+        if hp.warm_start is not None:
+            warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
+            warm_note = ctx.extra.pop("base_model")
+            warm_key, warm_recipe_key = warm_note["key"], warm_note["recipe_key"]
+            ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
+                                          "with this method's classifier and loss")
+        recipe = self.base_recipe(hp, ctx, init, warm_recipe_key)
+
         def build() -> NeckModel:
-            backbone = build_backbone(hp.backbone)
+            backbone = init.build()
             neck = ProjectionNeck(backbone.out_dim, hp.feature_dim)
             return NeckModel(backbone, neck, self.make_head(hp, ctx, num_base), num_base)
 
         def train(model: NeckModel) -> None:
-            if hp.pretrained_path:
-                load_pretrained_backbone(model.backbone, hp.pretrained_path)
             if warm_backbone is not None:
                 model.backbone.load_state_dict(warm_backbone.state_dict())
             generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
@@ -256,7 +253,7 @@ class NeckLearner(MethodBase):
                                   hp.base, ctx, desc="base session (neck)", generator=generator)
             model.base_means.copy_(class_means(feats, labels, session.new_classes))
 
-        self.model: NeckModel = cached_model(ctx, recipe, build, train)
+        self.model: NeckModel = cached_model(ctx, recipe, build, train, data=session.train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
         self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
