@@ -11,6 +11,7 @@ processes, never imported into this one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import replace
@@ -75,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_root = Path(args.data_root) if args.data_root else None
     load_options = LoadOptions(cache_dir=cache_dir, data_root=data_root, log=log)
     first = limits[presets[0]]
+    made = not args.dry_run and not store.root.exists()
     if not args.dry_run:  # before the sandbox starts, so that it covers the results folder
         try:
             store.check_writable()
@@ -124,6 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
         finally:
             distributed.shutdown()
+    except UserError:
+        if made:  # stopped before any run: leave no empty results folder behind
+            with contextlib.suppress(OSError):
+                store.root.rmdir()
+        raise
     finally:
         if pool is not None:
             pool.close()
