@@ -90,7 +90,7 @@ assert not registry.errors, registry.errors
 for name in ("joint", "icarl", "cec-episodic", "avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay"):
     assert name in registry.methods, name
 bench = make_synthetic_benchmark()
-options = RunOptions(cache_dir=Path(CACHE), log=lambda msg: None)
+options = RunOptions(cache_dir=Path(CACHE), log=lambda msg: None, isolation="none")
 result = run_method(bench, registry.get("prototype"), "quick", 0, options)
 assert result.status == "completed", result.error
 for name in ("avalanche-naive", "cec-episodic"):
@@ -204,7 +204,7 @@ def test_avalanche_evaluation_agrees_with_our_metrics_on_the_same_model(tmp_path
             with quiet():
                 avalanche_results.append(self.avalanche_strategy.eval(scenario.test_stream[: session.index + 1]))
 
-    result = run_method(bench, Probe, "tiny", 0, RunOptions(cache_dir=tmp_path, log=lambda msg: None))
+    result = run_method(bench, Probe, "tiny", 0, RunOptions(cache_dir=tmp_path, log=lambda msg: None, isolation="none"))
     assert result.status == "completed", result.error and result.error["traceback"]
     ours = result.metrics
     A = np.array([[np.nan if v is None else v for v in row] for row in ours["acc_matrix"]])

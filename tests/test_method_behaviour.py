@@ -98,7 +98,8 @@ def smoke_runs(tmp_path_factory):
             out = {}
             for label, seed, cache in [("a", 0, "a"), ("b", 0, "b"), ("hit", 0, "a"), ("other_seed", 1, "c")]:
                 cls, box = keeping_instance(REGISTRY.get(name))
-                options = RunOptions(cache_dir=tmp_path_factory.getbasetemp() / f"smoke-{name}-{cache}", log=lambda m: None)
+                options = RunOptions(cache_dir=tmp_path_factory.getbasetemp() / f"smoke-{name}-{cache}", log=lambda m: None,
+                                     isolation="none")  # in this process: the test reads the method's instance
                 result = run_method(bench, cls, "smoke", seed, options)
                 assert result.status == "completed", result.error and result.error["traceback"]
                 out[label] = (result, final_logits(box["method"], bench))
@@ -154,7 +155,7 @@ def trained(tmp_path_factory):
     def get(name: str):
         if name not in done:
             cls, box = keeping_instance(with_preset(REGISTRY.get(name), "smoke", **TRAINED[name]))
-            result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=cache, log=lambda m: None))
+            result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=cache, log=lambda m: None, isolation="none"))
             assert result.status == "completed", result.error and result.error["traceback"]
             done[name] = (result, box["method"])
         return done[name]
@@ -216,7 +217,7 @@ def test_cec_episodic_meta_training_lowers_its_loss(tmp_path):
 
         cls = type(registered.__name__, (registered,), {"_meta_train": meta_train})
         cls = with_preset(cls, "smoke", base=BASE, episodes=40, lr=lr)
-        result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=tmp_path, log=lambda m: None))
+        result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=tmp_path, log=lambda m: None, isolation="none"))
         assert result.status == "completed", result.error and result.error["traceback"]
         return np.array(losses[lr])
 

@@ -61,6 +61,7 @@ class MethodRow:
     values: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
+    isolation: dict[int, str] = field(default_factory=dict)  # seed -> its record's isolation level
 
     @property
     def label(self) -> str:
@@ -156,6 +157,14 @@ def run_outputs(entry: RecordEntry) -> RunOutputs:
                                   seconds=timing.get("total_seconds"))
 
 
+def isolation_level(record: dict[str, Any]) -> str:
+    """How the record's method was kept apart from the runner: ``sandbox``, ``process``,
+    ``none``, or ``not recorded`` (records written before isolation existed)."""
+    iso = record.get("isolation")
+    level = iso.get("level") if isinstance(iso, dict) else None
+    return str(level) if level else "not recorded"
+
+
 def _failure(record: dict[str, Any]) -> str:
     err = record.get("error") or {}
     return f"{err.get('type', 'error')} in session {err.get('session')}"
@@ -174,6 +183,7 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     if run_extra.get("not_protocol_clean") and str(run_extra["not_protocol_clean"]) not in row.not_clean:
         row.not_clean.append(str(run_extra["not_protocol_clean"]))
     seed = int(record["seed"])
+    row.isolation[seed] = isolation_level(record)
     if record.get("status") != "completed":
         row.failed[seed] = _failure(record)
         return

@@ -98,9 +98,22 @@ class TableRow:
     reported_source: str = ""  # the entry a measured row is compared with
     fit_seconds: float = math.nan
     eval_seconds: float = math.nan
+    isolation: dict[int, str] = field(default_factory=dict)  # seed -> isolation level
+
+    def isolation_text(self) -> str:
+        """The isolation of the row's runs: one level, or each level with its seeds."""
+        by_level: dict[str, list[int]] = {}
+        for seed, level in sorted(self.isolation.items()):
+            by_level.setdefault(level, []).append(seed)
+        words = {"none": "none (in the runner's process)"}
+        if len(by_level) == 1:
+            return words.get(next(iter(by_level)), next(iter(by_level)))
+        return ", ".join(f"{words.get(level, level)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+                         for level, seeds in by_level.items())
 
     def notes(self) -> str:
-        """What a reader must know about the row: oracle, extra data, failures, missing seeds."""
+        """What a reader must know about the row: oracle, extra data, failures, missing seeds,
+        and how its methods were isolated."""
         parts = []
         if self.kind == "reported":
             parts.append(f"reported: {self.source}")
@@ -113,6 +126,8 @@ class TableRow:
         if self.missing:
             parts.append("missing: " + ", ".join(f"seed {s}" for s in self.missing))
         parts += [f"seed {s}: {why}" for s, why in sorted(self.flagged.items())]
+        if self.isolation:
+            parts.append(f"isolation: {self.isolation_text()}")
         return "; ".join(parts)
 
 
@@ -145,7 +160,7 @@ def _measured_row(row: MethodRow, columns: list[Column]) -> TableRow:
     return TableRow("measured", row.method, row.preset, cells, n=len(row.seeds), seeds=sorted(row.seeds),
                     failed=dict(row.failed), missing=list(row.missing), flagged=dict(row.flagged), oracle=row.oracle,
                     extra_data=list(row.extra_data), not_clean=list(row.not_clean), fit_seconds=mean_std(row.fit_seconds)[0],
-                    eval_seconds=mean_std(row.eval_seconds)[0])
+                    eval_seconds=mean_std(row.eval_seconds)[0], isolation=dict(row.isolation))
 
 
 def _reported_row(entry: ReportedEntry, columns: list[Column]) -> TableRow:
@@ -268,6 +283,7 @@ def to_frame(table: Table) -> pd.DataFrame:
         rec["tolerance"] = comp.tolerance if comp else None
         rec["reproduced"] = ("pass" if comp.passed else "fail") if comp else ("no result" if row.reported_source else "")
         rec["best in"] = " ".join(c.title for c in table.columns if row.cells.get(c.key, Cell()).best)
+        rec["isolation"] = row.isolation_text() if row.isolation else ""
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
