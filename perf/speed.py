@@ -6,7 +6,7 @@
     python perf/speed.py --sections prototype --models-dir ~/.cache/fscil-bench
                                           # prototype only, base model from the cache of 'fscil-bench run'
 
-Four figures, each a ratio of two measurements taken in the same process:
+Five figures, each a ratio of two measurements taken in the same process:
 
 1. ``train step``: images/s of ``fscil_bench.training.train_supervised`` (the loop every method
    trains with) against a bare PyTorch loop (randperm, index, augment, forward, backward, step)
@@ -22,9 +22,15 @@ Four figures, each a ratio of two measurements taken in the same process:
 4. ``prototype sessions``: the 8 incremental sessions of the ``prototype`` method (fit + evaluate,
    from the run's ``fit_seconds`` / ``eval_seconds``) against its base session, with the shared
    base model trained in the run (cache miss) and loaded from the cache (cache hit). Target: < 10%.
+5. ``isolation overhead``: wall time of the README's first command's methods (finetune,
+   prototype, etf; ``quick``, base model cached) through the grid with each method in its own
+   sandboxed worker (isolation ``auto``), against the same grid in the runner's process
+   (``none``): worker pool start, method discovery, runs and records. Target: ratio <= 1.05.
 
-For figures 1-3, ours and the reference run alternately (the order swapped every round) after one
-untimed warm-up each, and each figure is the median over rounds; figure 4 splits single runs.
+For figures 1-3 and 5, ours and the reference run alternately (the order swapped every round)
+after one untimed warm-up each, and each figure is the median over rounds; figure 4 splits single
+runs. Figures 1-4 run their methods in this process (isolation ``none``): they measure the
+methods' own paths.
 Timings are printed, never asserted.
 """
 
@@ -303,7 +309,7 @@ def measure_session_cost(bench: Benchmark, cache_dir: Path, rounds: int, seed: i
     accuracy: dict[str, list[float]] = {}
 
     def ours() -> tuple[int, float]:
-        result = run_method(bench, method, "quick", seed, RunOptions(cache_dir=cache_dir, log=_quiet))
+        result = run_method(bench, method, "quick", seed, RunOptions(cache_dir=cache_dir, log=_quiet, isolation="none"))
         if result.status != "completed":
             raise RuntimeError(f"finetune failed: {result.error}")
         seconds = [f + e for f, e in zip(result.timing["fit_seconds"][1:], result.timing["eval_seconds"][1:])]
@@ -329,7 +335,7 @@ def prototype_session_split(bench: Benchmark, cache_dir: Path, seed: int = 0) ->
     ``prototype`` run, and whether its base model came from the cache."""
     from fscil_bench.baselines.prototype import Prototype
 
-    result = run_method(bench, Prototype, "quick", seed, RunOptions(cache_dir=cache_dir, log=_quiet))
+    result = run_method(bench, Prototype, "quick", seed, RunOptions(cache_dir=cache_dir, log=_quiet, isolation="none"))
     if result.status != "completed":
         raise RuntimeError(f"prototype failed: {result.error}")
     per_session = [f + e for f, e in zip(result.timing["fit_seconds"], result.timing["eval_seconds"])]
@@ -350,6 +356,59 @@ def measure_prototype(bench: Benchmark, cache_dir: Path, seed: int = 0) -> list[
     return figures
 
 
+# --- 5. isolation overhead ---------------------------------------------------------------------
+
+
+def grid_seconds(bench_name: str, methods: list[str], models: Path, cache_dir: Path, isolation: str,
+                 preset: str = "quick", seed: int = 0) -> float:
+    """Wall seconds of what ``fscil-bench run --methods ... --force`` does after parsing its
+    arguments: start the worker pool (none in-process), discover the methods, run each through
+    every session into a fresh results folder and write its record."""
+    from fscil_bench.results.store import ResultsStore
+    from fscil_bench.run.discovery import discover_methods
+    from fscil_bench.run.grid import run_grid
+    from fscil_bench.run.limits import default_limits
+    from fscil_bench.run.pools import make_pool
+
+    limits = default_limits(preset)
+    with tempfile.TemporaryDirectory(prefix="fscil-speed-runs-") as runs:
+        tic = time.perf_counter()
+        pool = make_pool(isolation, models, [Path(runs), cache_dir / "datasets"], [])
+        try:
+            catalog = discover_methods([], pool, limits.load_seconds, limits.memory_bytes)
+            options = RunOptions(cache_dir=models, log=_quiet, isolation=isolation, pool=pool)
+            outcomes = run_grid([bench_name], methods, [seed], preset, catalog, ResultsStore(runs), options,
+                                LoadOptions(cache_dir=cache_dir, log=_quiet), force=True, echo=_quiet)
+        finally:
+            if pool is not None:
+                pool.close()
+        seconds = time.perf_counter() - tic
+    failed = [o.summary for o in outcomes if o.status != "completed"]
+    if failed:
+        raise RuntimeError(f"runs failed: {failed}")
+    return seconds
+
+
+def measure_isolation(bench: Benchmark, models: Path, cache_dir: Path, rounds: int,
+                      methods: tuple[str, ...] = ("finetune", "prototype", "etf")) -> Figure:
+    """The README's first command's methods isolated (``auto``: a sandboxed worker where the
+    machine allows one) against in the runner's process, alternately, after an untimed warm-up of
+    each (which also trains the shared base model)."""
+    from fscil_bench.run.workers import resolve_isolation
+
+    level, _ = resolve_isolation("auto")
+    seconds = {level: [], "none": []}
+    for r in range(rounds + 1):
+        for side in (level, "none") if r % 2 == 0 else ("none", level):
+            elapsed = grid_seconds(bench.name, list(methods), models, cache_dir, side)
+            if r:  # round 0 is the warm-up
+                seconds[side].append(elapsed)
+    return Figure("isolation overhead", "s", statistics.median(seconds[level]), statistics.median(seconds["none"]),
+                  "in-process (isolation none)", "<= 1.05",
+                  {"isolation": level, "methods": "+".join(methods), "rounds": rounds,
+                   "runs": f"{len(methods)} quick runs, base model cached"})
+
+
 # --- the harness --------------------------------------------------------------------------------
 
 
@@ -364,6 +423,7 @@ class Sizes:
         data_images, data_rounds: the data-path figure's images per round, and rounds.
         session_epochs: epochs per few-shot session of finetune and Naive (None: the preset's).
         session_rounds: timed runs over all sessions of each side of the session-cost figure.
+        isolation_rounds: timed grids of each side of the isolation figure.
     """
 
     benchmark: str
@@ -375,10 +435,11 @@ class Sizes:
     data_rounds: int
     session_epochs: int | None = None
     session_rounds: int = 3
+    isolation_rounds: int = 3
 
 
 SHORT = Sizes("glyphs100-tiny", "glyphs100-tiny", train_images=512, train_epochs=1, train_rounds=2,
-              data_images=1024, data_rounds=2, session_epochs=5, session_rounds=1)
+              data_images=1024, data_rounds=2, session_epochs=5, session_rounds=1, isolation_rounds=1)
 FULL = Sizes("glyphs100", "glyphs100", train_images=1280, train_epochs=1, train_rounds=5,
              data_images=5120, data_rounds=5)
 
@@ -397,17 +458,17 @@ def run_all(sizes: Sizes, cache_dir: Path, sections: list[str], echo: Callable[[
         return get_benchmark(name).load(LoadOptions(cache_dir=cache_dir, log=_quiet))
 
     bench = load(sizes.benchmark)
-    needs_runs = {"prototype", "session"} & set(sections)
+    needs_runs = {"prototype", "session", "isolation"} & set(sections)
     runs = load(sizes.run_benchmark) if needs_runs and sizes.run_benchmark != sizes.benchmark else bench
     if models_dir is not None:
-        return measure(bench, runs, sizes, models_dir, sections, echo)
+        return measure(bench, runs, sizes, models_dir, sections, echo, cache_dir)
     # A fresh folder for base models and features, so the first prototype run is a cache miss.
     with tempfile.TemporaryDirectory(prefix="fscil-speed-") as models:
-        return measure(bench, runs, sizes, Path(models), sections, echo)
+        return measure(bench, runs, sizes, Path(models), sections, echo, cache_dir)
 
 
 def measure(bench: Benchmark, runs: Benchmark, sizes: Sizes, models: Path, sections: list[str],
-            echo: Callable[[str], None] = print) -> list[Figure]:
+            echo: Callable[[str], None] = print, cache_dir: Path | None = None) -> list[Figure]:
     """Measure each of ``sections``: train and data on ``bench``'s images, prototype and session
     on ``runs``' sessions; base models are cached under ``models``."""
     figures: list[Figure] = []
@@ -426,10 +487,12 @@ def measure(bench: Benchmark, runs: Benchmark, sizes: Sizes, models: Path, secti
         add(measure_prototype(runs, models))
     if "session" in sections:
         add(measure_session_cost(runs, models, sizes.session_rounds, epochs=sizes.session_epochs))
+    if "isolation" in sections:
+        add(measure_isolation(runs, models, cache_dir or models, sizes.isolation_rounds))
     return figures
 
 
-SECTIONS = ["train", "data", "prototype", "session"]
+SECTIONS = ["train", "data", "prototype", "session", "isolation"]
 
 
 def main(argv: list[str] | None = None) -> int:

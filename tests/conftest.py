@@ -50,7 +50,8 @@ def synthetic_benchmark() -> Benchmark:
 
 @pytest.fixture
 def run_options(tmp_path: Path) -> RunOptions:
-    return RunOptions(cache_dir=tmp_path / "cache", log=lambda msg: None)
+    """In this process: these tests look at methods and the protocol (test_isolation.py covers workers)."""
+    return RunOptions(cache_dir=tmp_path / "cache", log=lambda msg: None, isolation="none")
 
 
 def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen | None = None,

@@ -40,7 +40,7 @@ def run_tiny(method_cls: type, bench, options, **overrides):
 @pytest.fixture(scope="module")
 def shared_options(tmp_path_factory) -> RunOptions:
     """One cache for the module: every tiny preset shares one cached base model."""
-    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None)
+    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None, isolation="none")
 
 
 @pytest.fixture(scope="module")

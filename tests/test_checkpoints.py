@@ -11,7 +11,9 @@ from fscil_bench.protocol import Context, uses_test_checkpoint, with_base_checkp
 from fscil_bench.reporting.report import write_reports
 from fscil_bench.results.store import ResultsStore, RunKey
 from fscil_bench.run.grid import build_record
-from fscil_bench.run.runner import NOT_PROTOCOL_CLEAN, base_test_scorer, run_method
+from fscil_bench.run.host import NOT_PROTOCOL_CLEAN
+from fscil_bench.run.remote import base_test_scorer
+from fscil_bench.run.runner import run_method
 from fscil_bench.toolkit.checkpoints import validation_split
 from fscil_bench.toolkit.training import SGDRecipe, train_supervised
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,28 @@ def test_default_methods_full_flow_with_resume(tmp_path, cache, capsys):
     assert "| finetune" in md and "| prototype" in md
 
 
+def test_a_users_runs_and_reports_leave_the_checkout_untouched(tmp_path, cache, monkeypatch):
+    """The README's first command with its default folders (./runs, then ./reports), in a checkout
+    holding the committed leaderboards/, leaves `git status` clean (one quick method on the tiny
+    benchmark stands in for its three)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(REPO / ".gitignore", checkout)
+    shutil.copytree(REPO / "leaderboards", checkout / "leaderboards")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
+        subprocess.run(git + args, cwd=checkout, check=True, capture_output=True)
+    monkeypatch.chdir(checkout)
+    assert main(["run", "--benchmark", "glyphs100-tiny", "--plugin", str(EXAMPLE_PLUGIN), "--methods", "nearest-mean-pixels"]) == 0
+    assert main(["report"]) == 0
+    assert (checkout / "runs").is_dir() and (checkout / "reports" / "glyphs100-tiny-v1.md").is_file()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout,
+                            capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+
+
 def test_console_script_is_installed_and_lists_methods(tmp_path, cache):
     exe = Path(sys.executable).parent / "fscil-bench"
     out = subprocess.run([str(exe), "list"], capture_output=True, text=True, env={**os.environ}, timeout=120)
@@ -128,8 +151,9 @@ def test_killing_a_run_loses_nothing_that_finished(tmp_path, cache):
     plugin.write_text(INTERRUPT_PLUGIN)
     runs = tmp_path / "runs"
     exe = str(Path(sys.executable).parent / "fscil-bench")
+    # The method writes the file the test waits for, so it runs in a worker without the sandbox.
     cmd = [exe, "run", "--benchmark", "glyphs100-tiny", "--plugin", str(plugin), "--methods", "fast,slow",
-           "--seeds", "0", "1", "--output", str(runs)]
+           "--seeds", "0", "1", "--output", str(runs), "--isolation", "process"]
     held = tmp_path / "slow-started"
     proc = subprocess.Popen(cmd, env={**os.environ, "HOLD_FILE": str(held)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -280,7 +280,7 @@ REGISTERED = discover().names()
 
 @pytest.fixture(scope="module")
 def shared_options(tmp_path_factory) -> RunOptions:
-    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None)
+    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None, isolation="none")
 
 
 @pytest.mark.parametrize("name", REGISTERED)

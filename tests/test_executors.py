@@ -106,7 +106,8 @@ def test_a_killed_grid_resumes_without_losing_or_repeating_finished_runs(tmp_pat
     runs, logs, seeds = tmp_path / "runs", tmp_path / "logs", [0, 1, 2]
     plugin, held = tmp_path / "held.py", tmp_path / "seed-2-started"
     plugin.write_text(HOLD_PLUGIN)
-    args = grid_args(runs, cache_dir, logs, seeds, 2, plugin=str(plugin), method="held")
+    # The method writes the file the test waits for, so it runs in a worker without the sandbox.
+    args = grid_args(runs, cache_dir, logs, seeds, 2, plugin=str(plugin), method="held") + ["--isolation", "process"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLD_SEED": "2", "HOLD_FILE": str(held)}
     # The whole grid (parent and its workers) in its own process group. Two workers take seeds 0
     # and 1; seed 2 starts only once one of them has finished (its record written), and never

@@ -122,8 +122,10 @@ def test_a_forced_rerun_killed_midway_leaves_no_record_that_vouches_for_other_pr
 
 
 def base_model_args(bench_yaml: Path, tmp_path: Path, output: str) -> list[str]:
+    # In this process (--isolation none): the base model is saved by the method's own code, which
+    # is where the test stops the write, and its log lines are read from this process's output.
     return ["run", "-b", str(bench_yaml), "-m", "prototype", "--preset", "smoke", "-o", str(tmp_path / output),
-            "--cache-dir", str(tmp_path / "cache")]
+            "--cache-dir", str(tmp_path / "cache"), "--isolation", "none"]
 
 
 def base_model_note(tmp_path: Path, output: str) -> dict:

@@ -26,6 +26,7 @@ from conftest import make_synthetic_benchmark
 from torch import nn
 
 from fscil_bench.data.arrays import ImageArray, iterate_images
+from fscil_bench.integrations.pretrained import FrozenBackbone
 from fscil_bench.run.methods import discover
 from fscil_bench.run.runner import RunOptions, make_session, run_method
 from fscil_bench.toolkit.exemplars import ImageBank
@@ -97,7 +98,8 @@ def smoke_runs(tmp_path_factory):
             out = {}
             for label, seed, cache in [("a", 0, "a"), ("b", 0, "b"), ("hit", 0, "a"), ("other_seed", 1, "c")]:
                 cls, box = keeping_instance(REGISTRY.get(name))
-                options = RunOptions(cache_dir=tmp_path_factory.getbasetemp() / f"smoke-{name}-{cache}", log=lambda m: None)
+                options = RunOptions(cache_dir=tmp_path_factory.getbasetemp() / f"smoke-{name}-{cache}", log=lambda m: None,
+                                     isolation="none")  # in this process: the test reads the method's instance
                 result = run_method(bench, cls, "smoke", seed, options)
                 assert result.status == "completed", result.error and result.error["traceback"]
                 out[label] = (result, final_logits(box["method"], bench))
@@ -153,7 +155,7 @@ def trained(tmp_path_factory):
     def get(name: str):
         if name not in done:
             cls, box = keeping_instance(with_preset(REGISTRY.get(name), "smoke", **TRAINED[name]))
-            result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=cache, log=lambda m: None))
+            result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=cache, log=lambda m: None, isolation="none"))
             assert result.status == "completed", result.error and result.error["traceback"]
             done[name] = (result, box["method"])
         return done[name]
@@ -215,7 +217,7 @@ def test_cec_episodic_meta_training_lowers_its_loss(tmp_path):
 
         cls = type(registered.__name__, (registered,), {"_meta_train": meta_train})
         cls = with_preset(cls, "smoke", base=BASE, episodes=40, lr=lr)
-        result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=tmp_path, log=lambda m: None))
+        result = run_method(bench, cls, "test", 0, RunOptions(cache_dir=tmp_path, log=lambda m: None, isolation="none"))
         assert result.status == "completed", result.error and result.error["traceback"]
         return np.array(losses[lr])
 
@@ -247,14 +249,16 @@ def held_tensors(method) -> dict[str, torch.Tensor]:
                                                             (value.values() if isinstance(value, dict) else value)):
             raise AssertionError(f"{name}: tensors in a container; account for them in this test")
         else:
-            assert isinstance(value, (nn.Module, FrozenFeatureMemo, torch.Generator, int, float, str, type(None))) \
+            assert isinstance(value, (nn.Module, FrozenBackbone, FrozenFeatureMemo, torch.Generator, int, float, str,
+                                      list, tuple, dict, type(None))) \
                 or dataclasses.is_dataclass(value) or type(value).__module__.startswith("avalanche"), (name, type(value))
     return out
 
 
-# What each held tensor is: kept images ("exemplars"), kept feature vectors ("features"), the
-# labels of either ("labels", not counted in bytes), or a classifier computed from kept vectors
-# and weights ("classifier": model state, not memory).
+# What each held tensor is: kept images ("exemplars"), kept feature vectors ("features"), other
+# kept arrays ("state": covariances, Gram matrices, a fixed random projection; counted in bytes,
+# not as vectors), the labels of either ("labels", not counted in bytes), or a classifier computed
+# from kept vectors and weights ("classifier": model state, not memory).
 ROLES = {
     "finetune": {},
     "prototype": {"prototypes": "features"},
@@ -263,6 +267,9 @@ ROLES = {
     "joint": {"bank.images": "exemplars", "bank.labels": "labels", "features": "features", "feature_labels": "labels"},
     **{n: {"means": "features", "mean_labels": "labels"} for n in ("etf", "etf-ce", "etf-linear-ce")},
     **{n: {} for n in ("avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay")},
+    "simplecil": {"prototypes": "features"},
+    "fecam": {"means": "features", "precisions": "state"},
+    "ranpac": {"w_rand": "state", "gram": "state", "cross": "state", "weights": "classifier"},
 }
 
 
@@ -278,7 +285,7 @@ def test_declared_memory_matches_what_the_instance_holds(name, trained):
     assert set(held) == set(ROLES[name]), f"{name} holds {sorted(held)}; ROLES lists {sorted(ROLES[name])}"
     exemplars = sum(len(t) for k, t in held.items() if ROLES[name][k] == "exemplars")
     vectors = sum(len(t) if t.dim() == 2 else 1 for k, t in held.items() if ROLES[name][k] == "features")
-    size = sum(nbytes(t) for k, t in held.items() if ROLES[name][k] in ("exemplars", "features"))
+    size = sum(nbytes(t) for k, t in held.items() if ROLES[name][k] in ("exemplars", "features", "state"))
     if name.startswith("avalanche-"):
         exemplars, vectors, size = avalanche_state(name, method, bench)
     declared = result.memory

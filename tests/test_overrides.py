@@ -59,7 +59,8 @@ def test_an_unknown_key_lists_the_valid_keys_and_the_closest_one():
     assert message.startswith("unknown key 'base.epoch' for prototype [quick] (did you mean 'base.epochs'")
     assert "valid keys under base: base.lr, " in message and "base.batch_size" in message
     top = error_of(Prototype, "epochs=20")
-    assert "(did you mean 'base.epochs'?)" in top and top.endswith("valid keys: backbone, base.*, scale, classifier, pretrained, frozen_stages, train_view, test_view")
+    assert "(did you mean 'base.epochs'?)" in top and top.endswith("valid keys: backbone, base.*, scale, classifier, pretrained, frozen_stages, train_view, test_view, "
+                                                     "train_backbone, backbone_args, normalize_inputs")
     assert "is a float, not a group of settings" in error_of(Prototype, "base.lr.x=1")
 
 
@@ -120,7 +121,7 @@ def test_a_plain_dict_preset_keeps_the_types_of_its_values():
 def test_a_preset_that_no_method_has_is_one_error_naming_the_presets():
     with pytest.raises(PresetError) as info:
         resolve_grid({"prototype": Prototype, "etf": ETF}, ["fast"], ["glyphs"])
-    assert str(info.value) == "unknown preset 'fast'; the methods' presets: quick, smoke, paper"
+    assert str(info.value) == "unknown preset 'fast'; the methods' presets: quick, smoke, paper, pretrained"
     with pytest.raises(PresetError, match=r"did you mean 'paper'"):
         resolve_grid({"prototype": Prototype}, ["papr"], ["glyphs"])
     with pytest.raises(PresetError, match=r"^method 'plain-dict' has no preset 'smoke'; its presets: quick, typed"):
@@ -156,3 +157,14 @@ def test_the_neck_learners_planned_keys_are_the_keys_it_uses(synthetic_benchmark
     assert result.status == "completed", result.error
     assert [base_model_recipe_key(info.id, 0, r) for r in recipes] == [result.extra["base_model"]["recipe_key"]]
     assert recipes[0]["feature_dim"] == 12 and recipes[0]["sgd"]["epochs"] == 1
+
+
+def test_the_track_follows_the_pretrained_weights_after_the_overrides():
+    assert resolve(Prototype, "quick", "glyphs").track == "scratch"
+    assert resolve(Prototype, "pretrained", "glyphs").track == "pretrained-timm-vit-b16-in21k"
+    moved = resolve(Prototype, "pretrained", "glyphs", [Override("pretrained", "clip-vit-b16-openai")])
+    assert moved.track == "pretrained-clip-vit-b16-openai" and moved.id.startswith("pretrained+")
+    mine = resolve(ETF, "quick", "glyphs", [Override("warm_start", "null"), Override("pretrained", "/w/My ViT.pth")])
+    assert mine.track == "pretrained-My_ViT"
+    with pytest.raises(PresetError, match="set pretrained"):  # a frozen network needs its weights
+        resolve(Prototype, "pretrained", "glyphs", [Override("pretrained", "null")])

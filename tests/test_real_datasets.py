@@ -54,7 +54,7 @@ def tiny_schedule(tmp_path: Path, lists: Path, fmt: str, **kwargs) -> Path:
 
 def run(bench, tmp_path: Path):
     result = run_method(bench, NearestMean, "quick", 0, RunOptions(cache_dir=tmp_path / "runcache", eval_batch_size=16,
-                                                                   log=lambda m: None))
+                                                                   log=lambda m: None, isolation="none"))
     assert result.status == "completed", result.error
     return result
 
@@ -100,6 +100,19 @@ def test_cifar_fixture_runs_through_its_sessions(tmp_path, cifar):
     result = run(bench, tmp_path)
     assert [len(p) for p in result.predictions] == [8, 16, 24]
     assert result.metrics["last"] > 0.9
+
+
+def test_cifar_pickles_written_by_python_3_are_read_too(tmp_path, cifar):
+    """Pickles re-saved from Python 3 have ``str`` keys (torchvision reads both kinds)."""
+    import pickle
+
+    data, arrays, sched = cifar
+    for name in ("train", "test", "meta"):
+        path = data / "cifar-100-python" / name
+        obj = pickle.loads(path.read_bytes())
+        path.write_bytes(pickle.dumps({k.decode(): v for k, v in obj.items()}))
+    bench = load_real_benchmark("cifar100", options(tmp_path, data), schedule=sched)
+    assert np.array_equal(bench.test.images, arrays["test"][0]) and np.array_equal(bench.test.labels, arrays["test"][1])
 
 
 def test_mini_fixture_runs_and_a_second_load_decodes_nothing(tmp_path, mini, monkeypatch):

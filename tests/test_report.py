@@ -120,7 +120,7 @@ def test_seeds_are_aggregated_and_failed_and_missing_seeds_are_shown(tmp_path, n
     csv = (tmp_path / "lb" / "toy-v1.csv").read_text().splitlines()
     assert csv[0].startswith("method,preset,kind,n,seeds,failed,missing,notes,source,A0 mean,A0 std")
     assert any(line.startswith("b,quick,measured,1,0,seed 1: RuntimeError in session 1,,") for line in csv)
-    assert any(line.startswith("c,quick,measured,1,0,,seed 1,missing: seed 1,") for line in csv)
+    assert any(line.startswith("c,quick,measured,1,0,,seed 1,missing: seed 1; isolation: not recorded,") for line in csv)
     # The wall time is a column in every format.
     assert cell(md, "a", "Time (s)") == "1.50 ± 0.00"
     assert "Time (s) mean" in csv[0] and "Time (s)</th>" in (tmp_path / "lb" / "toy-v1.html").read_text()

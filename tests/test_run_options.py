@@ -54,7 +54,7 @@ def test_bad_overrides_and_presets_stop_the_run_before_anything_is_written(tmp_p
     assert main(["run", *NMP, "--set", "pool", "--output", str(runs)]) == 2
     assert "expects [METHOD:]KEY=VALUE" in one_error_line(capsys)
     assert main(["run", "--methods", "prototype,finetune", "--preset", "fast", "--output", str(runs)]) == 2
-    assert one_error_line(capsys) == "error: unknown preset 'fast'; the methods' presets: quick, smoke, paper"
+    assert one_error_line(capsys) == "error: unknown preset 'fast'; the methods' presets: quick, smoke, paper, pretrained"
     assert main(["run", *NMP[:-1], "nearest-mean-pixels,prototype", "--preset", "smoke", "--output", str(runs)]) == 2
     assert one_error_line(capsys) == ("error: method 'nearest-mean-pixels' has no preset 'smoke'; its presets: quick, paper "
                                       "(choose the methods with --methods)")
@@ -204,3 +204,14 @@ def test_a_dry_run_lists_every_split_and_order_and_their_shared_base_model(tmp_p
     assert lines[5:8] == [f"    seed 0{where}: would run; base model {key} (cross-entropy): load (trained by an earlier "
                           "run of this grid)" for where in (" order 1", " split 3", " split 3 order 1")]
     assert lines[-1] == "4 runs: 4 would run, 0 complete (skipped); base models: 1 to train, 0 to load from the cache"
+
+
+def test_a_dry_run_names_the_track_the_overrides_give(tmp_path, cache, capsys):
+    base = ["run", "--benchmark", "glyphs100-tiny", "--methods", "simplecil", "--output", str(tmp_path / "runs"), "--dry-run"]
+    assert main(base) == 0
+    assert "  simplecil [quick]" in capsys.readouterr().out.splitlines()
+    assert main([*base, "--set", "pretrained=timm-vit-b16-in21k"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    proto = preset_id("quick", {"pretrained": "timm-vit-b16-in21k"})
+    assert f"  simplecil [{proto}] [pretrained-timm-vit-b16-in21k]  overrides: pretrained=timm-vit-b16-in21k" in lines
+    assert "    seed 0: would run; no cached base model" in lines  # a frozen pretrained network: nothing to train

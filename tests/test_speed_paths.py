@@ -195,7 +195,7 @@ def test_harness_prints_every_figure_with_sane_values(tmp_path):
 def test_harness_rejects_bad_arguments(capsys):
     speed = load_harness()
     assert speed.main(["--sections", "train,nope"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown section nope; choose from train, data, prototype, session"
+    assert capsys.readouterr().err.strip() == "error: unknown section nope; choose from train, data, prototype, session, isolation"
     assert speed.main(["--benchmark", "no-such-benchmark"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown benchmark 'no-such-benchmark'")
 

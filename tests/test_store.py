@@ -112,7 +112,7 @@ def test_an_incomplete_run_is_redone_by_the_next_run_and_a_complete_one_skipped(
 
     ran = []
 
-    def fake_run(bench, method_cls, preset, seed, options):
+    def fake_run(bench, method_cls, preset, seed, options, overrides=None):
         ran.append(seed)
         preds = [np.full(int((bench.test.labels < bench.schedule.num_seen(t)).sum()), 0, np.int16)
                  for t in range(len(bench.schedule))]
@@ -130,7 +130,8 @@ def test_an_incomplete_run_is_redone_by_the_next_run_and_a_complete_one_skipped(
 
     def run() -> list[int]:
         ran.clear()
-        grid.run_grid(["synthetic"], ["prototype"], [0, 1, 2], "smoke", discover(), store, grid.RunOptions(log=print), None,
+        options = grid.RunOptions(log=print, isolation="none")
+        grid.run_grid(["synthetic"], ["prototype"], [0, 1, 2], "smoke", discover(), store, options, None,
                       echo=lambda m: None)
         return sorted(ran)
 

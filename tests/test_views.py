@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,3 +143,34 @@ def test_a_benchmark_tells_views_its_family_normalisation_and_whether_it_mirrors
     assert inputs.family == "synthetic" and inputs.norm == synthetic_benchmark.eval_transform.norm and inputs.flip
     no_mirror = replace(synthetic_benchmark, train_transform=CropFlip(inputs.norm, size=16, flip=False))
     assert not no_mirror.view_inputs().flip
+class WidthTeller(ShapeSpy):
+    """Predicts class 0 for test images 10 pixels wide (its own test view), else class 1, and
+    notes the size of its augmented training batches: what it was shown, told from its worker."""
+
+    name = "width-teller"
+
+    def fit_base(self, session, ctx):
+        x, _ = next(session.train.batches(4, augment=True, generator=torch.Generator()))
+        ctx.extra["train_size"] = list(x.shape[-2:])
+        self.num_seen = session.num_seen
+
+    def predict(self, images):
+        logits = torch.zeros(images.shape[0], self.num_seen)
+        logits[:, 0 if images.shape[-1] == 10 else 1] = 1.0
+        return logits
+
+
+def test_the_method_s_worker_builds_its_views_and_applies_the_run_s_overrides(synthetic_benchmark, run_options):
+    """Isolated, the worker makes the method's views from its class and the benchmark's view
+    inputs (sent as data), and resolves the same overrides: the same answers as in-process."""
+    isolated = dataclasses.replace(run_options, isolation="process")
+    for overrides, size, shown in (({}, [10, 10], 0), ({"test_view": None}, [16, 16], 1)):
+        results = [run_method(synthetic_benchmark, WidthTeller, "own", 0, options, overrides)
+                   for options in (isolated, run_options)]
+        for result in results:
+            assert result.status == "completed", result.error
+            assert result.config["overrides"] == overrides and result.extra["train_size"] == size
+            assert all(set(p.tolist()) == {shown} for p in result.predictions)
+        assert [r.isolation["level"] for r in results] == ["process", "none"]
+        assert results[0].config == results[1].config
+        assert results[0].config.get("views") == ({"train": "small-train", "test": "small-test"} if shown == 0 else None)

@@ -80,13 +80,16 @@ class LoadOptions:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """A registered benchmark: its name, version, description and loader."""
+    """A registered benchmark: its name, version, description and loader, and the folders its
+    data comes from besides the data root and the cache (a custom benchmark's ``root``: a
+    sandboxed method may not read them)."""
 
     name: str
     version: int
     family: str
     description: str
     loader: Callable[[LoadOptions], Benchmark]
+    data_paths: tuple[Path, ...] = ()
 
     @property
     def id(self) -> str:

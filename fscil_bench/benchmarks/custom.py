@@ -142,7 +142,8 @@ def custom_benchmark_spec(path: Path) -> BenchmarkSpec:
                          train_transform=train_t, eval_transform=Evaluate(norm), manifest=manifest)
 
     description = str(doc.get("description") or f"custom: {path} ({base} base + {ways}-way {shots}-shot sessions)")
-    return BenchmarkSpec(name=name, version=version, family="custom", description=description, loader=load)
+    return BenchmarkSpec(name=name, version=version, family="custom", description=description, loader=load,
+                         data_paths=_declared_root(doc, path))
 
 
 def _real_with_schedule(path: Path, doc: dict, name: str, version: int) -> BenchmarkSpec:
@@ -164,4 +165,13 @@ def _real_with_schedule(path: Path, doc: dict, name: str, version: int) -> Bench
         return load_real_benchmark(family, options, schedule=schedule, name=name, version=version)
 
     description = str(doc.get("description") or f"custom: {REAL_BENCHMARKS[family].reader.title} with schedule {schedule}")
-    return BenchmarkSpec(name=name, version=version, family=family, description=description, loader=load)
+    return BenchmarkSpec(name=name, version=version, family=family, description=description, loader=load,
+                         data_paths=_declared_root(doc, path))
+
+
+def _declared_root(doc: dict, path: Path) -> tuple[Path, ...]:
+    """The ``root`` a benchmark file names (relative to the file), as ``data_paths``."""
+    if doc.get("root") is None:
+        return ()
+    root = Path(str(doc["root"])).expanduser()
+    return (root if root.is_absolute() else path.parent / root,)

@@ -3,15 +3,19 @@
 Options may come from a run file (``--config FILE.yaml``, :mod:`fscil_bench.cli.run_file`); the
 command line wins. ``--set`` changes a preset's values (:mod:`fscil_bench.run.overrides`), and
 ``--dry-run`` prints the grid, each run's recipe and its base models without training anything
-(:mod:`fscil_bench.run.plan`).
+(:mod:`fscil_bench.run.plan`). Methods run isolated (``--isolation``, see the README's threat
+model): they are discovered, their presets resolved and their runs carried out in worker
+processes, never imported into this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from fscil_bench.cli.common import UserError, command_line, parse_device, split_names
@@ -24,7 +28,8 @@ DEFAULT_BENCHMARK = "glyphs100"
 DEFAULTS = {"benchmark": [DEFAULT_BENCHMARK], "methods": None, "preset": ["quick"], "seeds": [0], "splits": [0],
             "orders": [0], "plugin": [],
             "output": "runs", "cache_dir": None, "data_root": None, "weights_dir": None, "device": "auto",
-            "bf16": False, "executor": "inline", "workers": None, "sync_batchnorm": False, "slurm_partition": None,
+            "bf16": False, "isolation": "auto", "time_limit": None, "load_time_limit": None, "memory_limit": None,
+            "executor": "inline", "workers": None, "sync_batchnorm": False, "slurm_partition": None,
             "slurm_gpus": 1, "slurm_time": 240, "slurm_mem": 32, "slurm_cpus": 8, "slurm_folder": "submitit-logs"}
 EXAMPLES = """examples:
   fscil-bench run --methods prototype --seeds 0 1 2
@@ -53,9 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fscil_bench.models.weights import WeightsError
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, StoreError
+    from fscil_bench.run.describe import Describer
     from fscil_bench.run.grid import run_grid
-    from fscil_bench.run.methods import discover
-    from fscil_bench.run.overrides import PresetError, resolve_grid
+    from fscil_bench.run.overrides import PresetError
     from fscil_bench.run.progress import log, tqdm_progress
     from fscil_bench.run.runner import RunOptions
 
@@ -73,50 +78,72 @@ def cmd_run(args: argparse.Namespace) -> int:
             specs.append(get_benchmark(name))
         except BenchmarkError as exc:
             raise UserError(str(exc)) from exc
-    registry = discover(args.plugin or [])
-    for source, message in sorted(registry.errors.items()):
-        print(f"error: {message}" if source.endswith(".py") else f"error: method {source!r} failed to load: {message}", file=sys.stderr)
-    methods = split_names(args.methods) or registry.names()
-    unknown = [m for m in methods if m not in registry.methods]
-    if unknown:
-        raise UserError(f"unknown method {', '.join(map(repr, unknown))}; available: {', '.join(registry.names())}")
-    if not methods:
-        raise UserError("no method to run")
     presets = split_names(args.preset) or DEFAULTS["preset"]
-    try:  # every preset and override is checked before anything runs
-        resolved = resolve_grid({m: registry.get(m) for m in methods}, presets, [s.family for s in specs], args.overrides)
-    except PresetError as exc:
-        raise UserError(str(exc)) from exc
+    limits = {preset: _limits(args, preset) for preset in presets}
     store = ResultsStore(args.output)
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    load_options = LoadOptions(cache_dir=cache_dir, data_root=Path(args.data_root) if args.data_root else None, log=log)
-    if args.dry_run:
-        return _dry_run(args, benchmarks, methods, presets, registry, resolved, store, load_options)
+    data_root = Path(args.data_root) if args.data_root else None
+    load_options = LoadOptions(cache_dir=cache_dir, data_root=data_root, log=log)
+    first = limits[presets[0]]
+    made = not args.dry_run and not store.root.exists()
+    if not args.dry_run:  # before the sandbox starts, so that it covers the results folder
+        try:
+            store.check_writable()
+        except StoreError as exc:
+            raise UserError(str(exc)) from exc
+    pool, level = _open_pool(args, cache_dir, store, data_root, specs)
     try:
-        store.check_writable()
-    except StoreError as exc:
-        raise UserError(str(exc)) from exc
-    device = distributed.init_from_env(device)  # under torchrun: join the other ranks
-    speaks = distributed.is_main_process()  # under torchrun, rank 0 speaks for all ranks
-    if not speaks:
-        log, tqdm_progress = (lambda msg: None), no_progress
-    options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log, bf16=args.bf16,
-                         sync_batchnorm=args.sync_batchnorm,
-                         weights_dir=Path(args.weights_dir) if args.weights_dir else None)
-    command = command_line()
-    if args.executor != "inline":
-        code = _run_on_executor(args, benchmarks, methods, presets, resolved, store, device, cache_dir, load_options, command)
-        return max(code, 1 if registry.errors else 0)
-    outcomes = []
-    try:
-        for preset in presets:
-            outcomes += run_grid(benchmarks, methods, args.seeds, preset, registry, store, options, load_options,
-                                 force=args.force, command=command, echo=log, overrides=args.overrides,
-                                 run_file=args.run_file, splits=args.splits, orders=args.orders)
-    except (BenchmarkError, WeightsError) as exc:
-        raise UserError(str(exc)) from exc
+        registry = _discover(args, pool, first)
+        for source, message in sorted(registry.errors.items()):
+            print(f"error: {message}" if source.endswith(".py") else f"error: method {source!r} failed to load: {message}", file=sys.stderr)
+        methods = split_names(args.methods) or registry.names()
+        unknown = [m for m in methods if m not in registry.methods]
+        if unknown and not registry.errors:
+            raise UserError(f"unknown method {', '.join(map(repr, unknown))}; available: {', '.join(registry.names())}")
+        if unknown:  # named in a source that failed to load (reported above): run the others
+            print(f"error: not run: {', '.join(map(repr, unknown))} (not found; a source failed to load)", file=sys.stderr)
+            methods = [m for m in methods if m not in unknown]
+        if not methods:
+            raise UserError("no method to run")
+        with Describer({m: registry.get(m) for m in methods}, pool, first.load_seconds, first.memory_bytes) as describer:
+            try:  # every preset and override is checked before anything runs
+                resolved = describer.resolve(methods, presets, [s.family for s in specs], args.overrides)
+            except PresetError as exc:
+                raise UserError(str(exc)) from exc
+            if args.dry_run:
+                return _dry_run(args, benchmarks, methods, presets, registry, resolved, store, load_options, describer)
+        device = distributed.init_from_env(device)  # under torchrun: join the other ranks
+        speaks = distributed.is_main_process()  # under torchrun, rank 0 speaks for all ranks
+        if not speaks:
+            log, tqdm_progress = (lambda msg: None), no_progress
+        options = RunOptions(device=device, cache_dir=cache_dir, progress=tqdm_progress, log=log, bf16=args.bf16,
+                             sync_batchnorm=args.sync_batchnorm, isolation=level, pool=pool,
+                             weights_dir=Path(args.weights_dir) if args.weights_dir else None)
+        load_options = LoadOptions(cache_dir=cache_dir, data_root=data_root, log=log)
+        command = command_line()
+        if args.executor != "inline":
+            code = _run_on_executor(args, benchmarks, methods, presets, resolved, store, device, cache_dir, load_options,
+                                    command)
+            return max(code, 1 if registry.errors else 0)
+        outcomes = []
+        try:
+            for preset in presets:
+                outcomes += run_grid(benchmarks, methods, args.seeds, preset, registry, store,
+                                     replace(options, limits=limits[preset]), load_options, force=args.force,
+                                     command=command, echo=log, overrides=args.overrides, run_file=args.run_file,
+                                     splits=args.splits, orders=args.orders)
+        except (BenchmarkError, WeightsError, PresetError) as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            distributed.shutdown()
+    except UserError:
+        if made:  # stopped before any run: leave no empty results folder behind
+            with contextlib.suppress(OSError):
+                store.root.rmdir()
+        raise
     finally:
-        distributed.shutdown()
+        if pool is not None:
+            pool.close()
     failed = [o for o in outcomes if o.status == "failed"]
     if speaks:
         print(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs complete; records under {store.root}"
@@ -124,14 +151,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed or registry.errors else 0
 
 
+def _limits(args: argparse.Namespace, preset: str):
+    """The workers' limits for ``preset``: its defaults, changed by the options given."""
+    from fscil_bench.run.limits import default_limits, with_overrides
+
+    for name in ("time_limit", "load_time_limit"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be more than 0, not {value:g}")
+    if args.memory_limit is not None and args.memory_limit < 0:
+        raise UserError(f"--memory-limit must be 0 (no limit) or more, not {args.memory_limit:g}")
+    return with_overrides(default_limits(preset), args.time_limit, args.load_time_limit, args.memory_limit)
+
+
+def _open_pool(args: argparse.Namespace, cache_dir: Path, store, data_root: Path | None, specs):
+    """The worker pool of this command (None with ``--isolation none``) and its isolation level."""
+    from fscil_bench.run.pools import hidden_paths, make_pool
+    from fscil_bench.run.progress import log
+    from fscil_bench.run.workers import IsolationError, resolve_isolation
+
+    try:
+        level, note = resolve_isolation(args.isolation)
+    except IsolationError as exc:
+        raise UserError(str(exc)) from exc
+    if note and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all ranks
+        log(note)
+    readable = [Path(p).resolve() for p in args.plugin or []] + ([Path(args.weights_dir)] if args.weights_dir else [])
+    return make_pool(level, cache_dir, hidden_paths(store.root, data_root, specs), readable), level
+
+
+def _discover(args: argparse.Namespace, pool, limits):
+    from fscil_bench.run import wire
+    from fscil_bench.run.discovery import discover_methods
+    from fscil_bench.run.workers import WorkerError
+
+    try:
+        return discover_methods(args.plugin or [], pool, limits.load_seconds, limits.memory_bytes)
+    except (WorkerError, wire.WireError) as exc:
+        raise UserError(f"method discovery failed: {exc}") from exc
+
+
 def _dry_run(args: argparse.Namespace, benchmarks: list[str], methods: list[str], presets: list[str], registry,
-             resolved, store, load_options) -> int:
+             resolved, store, load_options, describer) -> int:
     """Print what the command would do; train nothing, write no record."""
     from fscil_bench.benchmarks.benchmark import LoadOptions
     from fscil_bench.run.plan import plan_grid
 
     quiet = LoadOptions(load_options.cache_dir, load_options.data_root, log=lambda msg: None)
-    plan = plan_grid(benchmarks, methods, presets, args.seeds, registry.methods, resolved, store, quiet, force=args.force,
+    plan = plan_grid(benchmarks, methods, presets, args.seeds, describer, resolved, store, quiet, force=args.force,
                      splits=args.splits, orders=args.orders)
     print("\n".join(plan.lines()))
     return 1 if registry.errors else 0
@@ -182,14 +249,17 @@ def _run_on_executor(args: argparse.Namespace, benchmarks: list[str], methods: l
                        cache_dir=str(cache_dir.resolve()), data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                        device=str(device), plugins=tuple(str(Path(p).resolve()) for p in args.plugin or []), force=args.force,
                        command=command, threads=max(1, (os.cpu_count() or 1) // workers) if args.executor == "local" else None,
-                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16, overrides=tuple(args.overrides),
+                       sync_batchnorm=args.sync_batchnorm, bf16=args.bf16, isolation=args.isolation,
+                       time_limit=args.time_limit, load_time_limit=args.load_time_limit, memory_limit=args.memory_limit,
+                       overrides=tuple(args.overrides),
                        run_file=tuple(args.run_file.items()) if args.run_file else None,
                        weights_dir=str(Path(args.weights_dir).resolve()) if args.weights_dir else None)
     jobs, skipped = [], 0
     for name in benchmarks:
         spec = get_benchmark(name)
         for method, preset, seed, split, order in itertools.product(methods, presets, args.seeds, args.splits, args.orders):
-            key = RunKey(spec.id, method, resolved[(spec.family, method, preset)].id, seed, split, order)
+            chosen = resolved[(spec.family, method, preset)]
+            key = RunKey(spec.id, method, chosen.id, seed, split, order, track=chosen.track)
             if not args.force and store.is_complete(key):
                 skipped += 1
                 print(f"{key.describe()}: already complete, skipped")
@@ -252,6 +322,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--force", action="store_true", help="recompute runs that are already complete")
     run.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                      help="train under bfloat16 autocast (faster on recent GPUs; recorded in each record; default: float32)")
+    iso = run.add_argument_group("isolation and limits (see the README's threat model)")
+    iso.add_argument("--isolation", choices=("auto", "sandbox", "process", "none"),
+                     help="auto: each method in its own worker process, inside a bubblewrap sandbox where the machine "
+                          "allows one (default); sandbox: require the sandbox; process: a worker without sandbox; "
+                          "none: in this process, to step through a method in a debugger (marked in every report)")
+    iso.add_argument("--time-limit", type=float, metavar="SECONDS",
+                     help="wall time per session, fit and evaluation (default by preset: smoke 600, quick 14400, paper 259200)")
+    iso.add_argument("--load-time-limit", type=float, metavar="SECONDS",
+                     help="time to import a method (default by preset: smoke 120, quick 300, paper 600)")
+    iso.add_argument("--memory-limit", type=float, metavar="GIB",
+                     help="memory per worker in GiB, 0 for none (default by preset: smoke 8, quick 32, paper 256, "
+                          "at most 3/4 of this machine's memory)")
     par = run.add_argument_group("several processes, GPUs and clusters")
     par.add_argument("--executor", choices=("inline", "local", "slurm"),
                      help="inline: in this process (default; also under torchrun); local: one process per run, "

@@ -60,6 +60,10 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -82,6 +86,10 @@ OPTIONS: dict[str, tuple[str, Callable[[Any], Any], str, bool]] = {
     "data-root": ("data_root", _text, "a folder", True),
     "device": ("device", _text, "a device name", False),
     "bf16": ("bf16", _flag, "true or false", False),
+    "isolation": ("isolation", _text, "auto, sandbox, process or none", False),
+    "time-limit": ("time_limit", _number, "a number (seconds)", False),
+    "load-time-limit": ("load_time_limit", _number, "a number (seconds)", False),
+    "memory-limit": ("memory_limit", _number, "a number (GiB)", False),
     "executor": ("executor", _text, "inline, local or slurm", False),
     "workers": ("workers", _int, "an integer", False),
     "sync-batchnorm": ("sync_batchnorm", _flag, "true or false", False),

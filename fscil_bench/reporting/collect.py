@@ -1,4 +1,7 @@
-"""Read the results store and aggregate records per benchmark and per (method, preset).
+"""Read the results store and aggregate records per (benchmark, track) and per (method, preset).
+
+Runs of different tracks (:mod:`fscil_bench.results.tracks`: from scratch, or from some pretrained
+weights) never share a :class:`BenchmarkResults`, so no table ranks them against each other.
 
 A row holds every run of its (method, preset) on one benchmark id, each at its coordinates
 :class:`RunCoord` (seed, few-shot split, class order). Its ``seeds`` and ``values`` are the runs
@@ -34,6 +37,7 @@ from fscil_bench.metrics.descriptors import (
     disagreements,
 )
 from fscil_bench.results.store import ResultsStore
+from fscil_bench.results.tracks import SCRATCH, overlapping_families, record_track, record_weights
 
 NAN = float("nan")
 
@@ -111,6 +115,7 @@ class MethodRow:
     fit_seconds: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
     runs: list[RunSample] = field(default_factory=list)  # every completed run
+    isolation: dict[RunCoord, str] = field(default_factory=dict)  # run -> its record's isolation level
 
     @property
     def label(self) -> str:
@@ -140,17 +145,31 @@ class MethodRow:
 
 @dataclass
 class BenchmarkResults:
-    """All rows of one benchmark id (``name@version``) and the raw records, for provenance."""
+    """All rows of one benchmark id (``name@version``) in one track, and the raw records, for
+    provenance; ``weights`` are the distinct pretrained weights its records state, ``overlaps``
+    the benchmark family when some of them were trained on data holding its classes."""
 
     id: str
     family: str
     rows: dict[tuple[str, str], MethodRow]
     records: list[dict[str, Any]]
+    track: str = SCRATCH
+    weights: list[dict[str, Any]] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``glyphs100@1`` for the from-scratch track, ``glyphs100@1~<track>`` for another."""
+        return self.id if self.track == SCRATCH else f"{self.id}~{self.track}"
+
+    @property
+    def title(self) -> str:
+        return self.id if self.track == SCRATCH else f"{self.id}, track {self.track}"
 
     @property
     def stem(self) -> str:
-        """File-name stem: ``glyphs100@1`` -> ``glyphs100-v1``."""
-        return self.id.replace("@", "-v")
+        """File-name stem: ``glyphs100@1`` -> ``glyphs100-v1`` (``-<track>`` appended for another track)."""
+        return self.id.replace("@", "-v") + ("" if self.track == SCRATCH else f"-{self.track}")
 
     @property
     def num_sessions(self) -> int:
@@ -190,6 +209,14 @@ def run_outputs(entry: RecordEntry) -> RunOutputs:
     return RunOutputs.from_arrays(arrays["test_labels"], preds, rec["benchmark"]["class_groups"],
                                   diagnostics=diag.get("sessions") if isinstance(diag, dict) else None,
                                   seconds=timing.get("total_seconds"))
+
+
+def isolation_level(record: dict[str, Any]) -> str:
+    """How the record's method was kept apart from the runner: ``sandbox``, ``process``,
+    ``none``, or ``not recorded`` (records written before isolation existed)."""
+    iso = record.get("isolation")
+    level = iso.get("level") if isinstance(iso, dict) else None
+    return str(level) if level else "not recorded"
 
 
 def _failure(record: dict[str, Any]) -> str:
@@ -242,6 +269,7 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     if run_extra.get("not_protocol_clean") and str(run_extra["not_protocol_clean"]) not in row.not_clean:
         row.not_clean.append(str(run_extra["not_protocol_clean"]))
     coord = _coord(record)
+    row.isolation[coord] = isolation_level(record)
     if record.get("status") != "completed":
         row.failed[coord] = _failure(record)
         return
@@ -280,18 +308,24 @@ def _mark_missing(rows: dict[tuple[str, str], MethodRow]) -> None:
 
 def collect_entries(entries: Iterable[RecordEntry], metrics: Sequence[MetricDescriptor] = METRICS
                     ) -> dict[str, BenchmarkResults]:
-    """Group records by benchmark id, then by (method, preset); runs in ascending (seed, split, order)."""
+    """Group records by (benchmark id, track), then by (method, preset); runs in ascending (seed,
+    split, order). The keys are :attr:`BenchmarkResults.key`."""
     def order(e: RecordEntry) -> tuple:
         r = e.record
-        return (r["benchmark"]["id"], r["method"]["name"], r["preset"], _coord(r))
+        return (r["benchmark"]["id"], record_track(r), r["method"]["name"], r["preset"], _coord(r))
 
     results: dict[str, BenchmarkResults] = {}
     for entry in sorted(entries, key=order):
         rec = entry.record
-        bench_id = rec["benchmark"]["id"]
+        bench_id, track = rec["benchmark"]["id"], record_track(rec)
         family = rec["benchmark"].get("family") or bench_id.split("@")[0]
-        bench = results.setdefault(bench_id, BenchmarkResults(bench_id, family, {}, []))
+        bench = BenchmarkResults(bench_id, family, {}, [], track)
+        bench = results.setdefault(bench.key, bench)
         bench.records.append(rec)
+        weights = record_weights(rec)
+        if weights and all(w.get("sha256") != weights.get("sha256") for w in bench.weights):
+            bench.weights.append(weights)
+        bench.overlaps += [f for f in overlapping_families(rec) if f not in bench.overlaps]
         key = (rec["method"]["name"], rec["preset"])
         _add(bench.rows.setdefault(key, MethodRow(*key)), entry, metrics)
     for bench in results.values():

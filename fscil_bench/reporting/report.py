@@ -1,5 +1,9 @@
-"""Leaderboards from the results store: per benchmark a Markdown table, a CSV, PNG plots and a
-standalone HTML page, plus an ``index.html`` linking the pages.
+"""Leaderboards from the results store: per benchmark and track a Markdown table, a CSV, PNG plots
+and a standalone HTML page, plus an ``index.html`` linking the pages.
+
+Runs from scratch and runs that start from pretrained weights are in separate tables (one per
+weights), never ranked together; a table whose weights were trained on data holding the
+benchmark's classes says so (:mod:`fscil_bench.reporting.tracks`).
 
 Rows aggregate the seeds of one (method, preset) on the standard few-shot split and class order:
 mean ± sample std over seeds, with n. Runs on other splits and orders feed the tables under it
@@ -24,7 +28,7 @@ from pathlib import Path
 from fscil_bench.cache import atomic_write_text
 from fscil_bench.metrics import descriptors
 from fscil_bench.metrics.descriptors import METRICS, MetricDescriptor
-from fscil_bench.reporting import html, plots, provenance
+from fscil_bench.reporting import html, plots, provenance, tracks
 from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, collect
 from fscil_bench.reporting.side_tables import side_tables
 from fscil_bench.reporting.reported import (
@@ -101,9 +105,10 @@ def definitions(metrics: Sequence[MetricDescriptor] = METRICS) -> dict[str, str]
 
 def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None, heatmap_method: str | None = None,
                   reported_path: Path | None = None, metrics: Sequence[MetricDescriptor] | None = None) -> list[Path]:
-    """Write every benchmark's ``<stem>.md``, ``.csv``, ``.html`` and ``-<plot>.png``, and ``index.html``.
+    """Write every (benchmark, track)'s ``<stem>.md``, ``.csv``, ``.html`` and ``-<plot>.png``, and ``index.html``.
 
-    ``stem`` is the benchmark id with ``@`` as ``-v`` (``glyphs100@1`` -> ``glyphs100-v1``).
+    ``stem`` is the benchmark id with ``@`` as ``-v`` (``glyphs100@1`` -> ``glyphs100-v1``), followed
+    by ``-<track>`` for a track other than ``scratch``.
     Returns the written paths (per benchmark: Markdown, CSV, HTML, PNGs; then the index);
     an empty list when the store holds no record. Raises :class:`ReportError` when
     ``heatmap_method`` has no completed run on any benchmark.
@@ -122,17 +127,17 @@ def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None
     written: list[Path] = []
     index_entries = []
     for bench in results.values():
-        reported = for_family(all_reported, bench.family)
+        reported = for_family(all_reported, bench.family, bench.track)
         table = build_table(bench, reported, metrics)
         heatmap = pick_heatmap_row(bench, heatmap_method) or pick_heatmap_row(bench, None)
         figures = _figures(bench, reported, heatmap)
         prov = provenance.gather(bench.records, command)
-        legend = legend_lines(table, table.has_comparison)
+        legend = tracks.track_lines(bench) + legend_lines(table, table.has_comparison)
         defs = definitions(metrics)
 
         md_path, csv_path, html_path = (out_dir / f"{bench.stem}{ext}" for ext in (".md", ".csv", ".html"))
         sides = side_tables(bench, table)
-        lines = [f"# {bench.id}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
+        lines = [f"# {bench.title}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
         for side in sides:
             lines += ["", f"## {side.title}", "", side.to_markdown(), ""] + [f"{line}  " for line in side.legend]
         if figures:
@@ -154,7 +159,7 @@ def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None
         written += [md_path, csv_path, html_path] + png_paths
         n_runs = sum(len(r.runs) for r in bench.rows.values())
         n_failed = sum(len(r.failed) for r in bench.rows.values())
-        index_entries.append((bench.id, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
+        index_entries.append((bench.title, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
                               + (f", {n_failed} failed" if n_failed else "")))
     index_path = out_dir / "index.html"
     atomic_write_text(index_path, html.index_page(index_entries))

@@ -109,9 +109,27 @@ class TableRow:
     eval_seconds: float = math.nan
     ties: dict[str, str] = field(default_factory=dict)  # metric key -> "best", "yes", "no" or ""
     off_standard: int = 0  # completed runs off the standard split and order (not in the cells)
+    isolation: dict[RunCoord, str] = field(default_factory=dict)  # run -> isolation level
+
+    def isolation_text(self) -> str:
+        """The isolation of the row's runs: one level, or each level with its runs."""
+        by_level: dict[str, list[RunCoord]] = {}
+        for coord, level in sorted(self.isolation.items()):
+            by_level.setdefault(level, []).append(coord)
+        words = {"none": "none (in the runner's process)"}
+        if len(by_level) == 1:
+            return words.get(next(iter(by_level)), next(iter(by_level)))
+
+        def runs(coords: list[RunCoord]) -> str:
+            if all(c.is_standard for c in coords):
+                return f"seed{'s' if len(coords) > 1 else ''} {', '.join(str(c.seed) for c in coords)}"
+            return ", ".join(c.text() for c in coords)
+
+        return ", ".join(f"{words.get(level, level)} ({runs(coords)})" for level, coords in by_level.items())
 
     def notes(self) -> str:
-        """What a reader must know about the row: oracle, extra data, failures, missing seeds."""
+        """What a reader must know about the row: oracle, extra data, failures, missing seeds,
+        and how its methods were isolated."""
         parts = []
         if self.kind == "reported":
             parts.append(f"reported: {self.source}")
@@ -127,6 +145,8 @@ class TableRow:
         if self.missing:
             parts.append("missing: " + ", ".join(c.text() for c in self.missing))
         parts += [f"{c.text()}: {why}" for c, why in sorted(self.flagged.items())]
+        if self.isolation:
+            parts.append(f"isolation: {self.isolation_text()}")
         return "; ".join(parts)
 
 
@@ -161,7 +181,7 @@ def _measured_row(row: MethodRow, columns: list[Column]) -> TableRow:
                     failed=dict(row.failed), missing=list(row.missing), flagged=dict(row.flagged), oracle=row.oracle,
                     extra_data=list(row.extra_data), not_clean=list(row.not_clean),
                     fit_seconds=mean_std(row.fit_seconds)[0], eval_seconds=mean_std(row.eval_seconds)[0],
-                    off_standard=sum(not r.coord.is_standard for r in row.runs))
+                    off_standard=sum(not r.coord.is_standard for r in row.runs), isolation=dict(row.isolation))
 
 
 def _reported_row(entry: ReportedEntry, columns: list[Column]) -> TableRow:
@@ -202,7 +222,7 @@ def build_table(bench: BenchmarkResults, reported: list[ReportedEntry],
         if entry is not None:
             row.comparison = compare(entry, row.cells["last"].mean / 100, row.cells["avg"].mean / 100)
             row.reported_source = entry.source
-    table = Table(bench.id, columns, measured, [_reported_row(e, columns) for e in reported],
+    table = Table(bench.title, columns, measured, [_reported_row(e, columns) for e in reported],
                   has_comparison=any(r.reported_source for r in measured))
     _mark_best(table)
     _mark_ties(table, bench)
@@ -303,6 +323,7 @@ def to_frame(table: Table, extra: dict[tuple[str, str], dict[str, object]] | Non
         rec["best in"] = " ".join(c.title for c in table.columns if row.cells.get(c.key, Cell()).best)
         row_extra = (extra or {}).get((row.method, row.preset), {}) if row.kind == "measured" else {}
         rec.update({k: row_extra.get(k) for k in extra_columns})
+        rec["isolation"] = row.isolation_text() if row.isolation else ""
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
     for column in extra_columns:  # counts stay integers beside the empty cells of other rows

@@ -60,6 +60,10 @@ class GridJob:
     threads: int | None = None  # torch threads in the worker (None: torch's default)
     sync_batchnorm: bool = False
     bf16: bool = False
+    isolation: str = "auto"  # see fscil_bench.run.workers
+    time_limit: float | None = None  # per session, seconds (None: the preset's default)
+    load_time_limit: float | None = None
+    memory_limit: float | None = None  # GB per worker (0: none)
     weights_dir: str | None = None
     overrides: tuple[Any, ...] = ()  # fscil_bench.run.overrides.Override, as the command gave them
     run_file: tuple[tuple[str, str], ...] | None = None  # the run file's path and sha256, for the record
@@ -128,11 +132,14 @@ def run_job(job: GridJob) -> tuple[str, str]:
     from fscil_bench.benchmarks.registry import get_benchmark
     from fscil_bench.protocol import no_progress
     from fscil_bench.results.store import ResultsStore, RunKey
+    from fscil_bench.run.discovery import discover_methods
     from fscil_bench.run.grid import run_grid
-    from fscil_bench.run.methods import discover
-    from fscil_bench.run.overrides import resolve
+    from fscil_bench.run.describe import Describer
+    from fscil_bench.run.limits import default_limits, with_overrides
+    from fscil_bench.run.pools import hidden_paths, make_pool
     from fscil_bench.run.progress import log
     from fscil_bench.run.runner import RunOptions
+    from fscil_bench.run.workers import resolve_isolation
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -142,21 +149,32 @@ def run_job(job: GridJob) -> tuple[str, str]:
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     device = distributed.init_from_env(torch.device(job.device))
+    pool = None
     try:
-        registry = discover(list(job.plugins))
+        store = ResultsStore(job.output)
+        spec = get_benchmark(job.benchmark)
+        data_root = Path(job.data_root) if job.data_root else None
+        limits = with_overrides(default_limits(job.preset), job.time_limit, job.load_time_limit, job.memory_limit)
+        quiet = not distributed.is_main_process()
+        level, note = resolve_isolation(job.isolation)
+        if note and not quiet:
+            log(note)
+        pool = make_pool(level, Path(job.cache_dir), hidden_paths(store.root, data_root, [spec]),
+                         [Path(p) for p in job.plugins] + ([Path(job.weights_dir)] if job.weights_dir else []))
+        registry = discover_methods(list(job.plugins), pool, limits.load_seconds, limits.memory_bytes)
         if job.method not in registry.methods:
             detail = "; ".join(registry.errors.values())
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
-        store = ResultsStore(job.output)
-        spec = get_benchmark(job.benchmark)
-        key = RunKey(spec.id, job.method, resolve(registry.get(job.method), job.preset, spec.family, job.overrides).id,
-                     job.seed, job.split, job.order)
-        quiet = not distributed.is_main_process()
+        methods = {job.method: registry.get(job.method)}
+        scoped = [o for o in job.overrides if o.method in (None, job.method)]
+        with Describer(methods, pool, limits.load_seconds, limits.memory_bytes) as describer:
+            chosen = describer.resolve([job.method], [job.preset], [spec.family], scoped)[(spec.family, job.method, job.preset)]
+        key = RunKey(spec.id, job.method, chosen.id, job.seed, job.split, job.order, track=chosen.track)
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
                              log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,
+                             isolation=level, limits=limits, pool=pool,
                              weights_dir=Path(job.weights_dir) if job.weights_dir else None)
-        load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=Path(job.data_root) if job.data_root else None,
-                                   log=options.log)
+        load_options = LoadOptions(cache_dir=Path(job.cache_dir), data_root=data_root, log=options.log)
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()
         with lock:
             outcomes = run_grid([job.benchmark], [job.method], [job.seed], job.preset, registry, store, options,
@@ -164,6 +182,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
                                 overrides=job.overrides, run_file=dict(job.run_file) if job.run_file else None,
                                 splits=[job.split], orders=[job.order])
     finally:
+        if pool is not None:
+            pool.close()
         distributed.shutdown()
     return outcomes[0].status, outcomes[0].summary
 

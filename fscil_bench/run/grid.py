@@ -13,8 +13,11 @@ from fscil_bench.benchmarks.variants import benchmark_variant
 from fscil_bench.models.weights import WeightsError, resolve_weights
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
+from fscil_bench.run.catalog import MethodCatalog
+from fscil_bench.run.describe import Describer, weights_reference
 from fscil_bench.run.methods import MethodRegistry
-from fscil_bench.run.overrides import Override, resolve
+from fscil_bench.run.overrides import Override, ResolvedPreset
+from fscil_bench.run.pools import shared_pool
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
 from fscil_bench.schedules.draws import variant_record
 
@@ -66,6 +69,9 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         # Neural-collapse diagnostics per session (None when the method has no embed).
         "diagnostics": result.diagnostics,
         "error": result.error,
+        # How the method was kept apart from the runner, and how to replay its evaluation batches.
+        "isolation": result.isolation,
+        "evaluation_order": result.evaluation_order,
     }
 
 
@@ -82,18 +88,13 @@ def summary_line(key: RunKey, result: RunResult) -> str:
     )
 
 
-def check_weights(spec_family: str, methods: Sequence[str], preset: str, registry: MethodRegistry,
-                  options: RunOptions) -> None:
+def check_weights(spec_family: str, resolved: Mapping[str, ResolvedPreset], preset: str, options: RunOptions) -> None:
     """Stop before anything trains when a run needs pretrained weights that are missing or wrong
-    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source)."""
+    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source).
+    ``resolved`` maps each method to run to its resolved preset."""
     folder = options.weights_dir or options.cache_dir / "weights"
-    for method in methods:
-        cls = registry.get(method)
-        try:
-            hparams = cls.resolve_preset(preset, spec_family)
-        except (AttributeError, KeyError):
-            continue  # no such preset: the run records that failure itself
-        reference = getattr(hparams, "pretrained", None)
+    for method, chosen in resolved.items():
+        reference = weights_reference(chosen)
         if reference:
             try:
                 resolve_weights(reference, folder)
@@ -106,7 +107,7 @@ def run_grid(
     methods: Sequence[str],
     seeds: Sequence[int],
     preset: str,
-    registry: MethodRegistry,
+    registry: MethodCatalog | MethodRegistry,
     store: ResultsStore,
     options: RunOptions,
     load_options: LoadOptions,
@@ -122,13 +123,31 @@ def run_grid(
     ``force``. Splits and orders are the few-shot draws and class orders of
     :mod:`fscil_bench.schedules.draws` (0: the standard ones).
 
-    ``overrides`` change the preset (:mod:`fscil_bench.run.overrides`); runs with overrides are
-    keyed under the preset's id (``paper+<digest>``), apart from the preset's own runs."""
+    ``registry`` is a :class:`~fscil_bench.run.catalog.MethodCatalog` (or a
+    :class:`~fscil_bench.run.methods.MethodRegistry`). The runs share one worker pool
+    (``options.pool``, or one made here whose sandbox hides ``store``, the data root and the
+    benchmarks' own data folders). ``overrides`` change the preset
+    (:mod:`fscil_bench.run.overrides`; the methods' own code resolves them, in a worker of the
+    pool, :mod:`fscil_bench.run.describe`); runs with overrides are keyed under the preset's id
+    (``paper+<digest>``), apart from the preset's own runs."""
+    with shared_pool(options, [get_benchmark(b) for b in benchmarks], registry, store, load_options) as options:
+        limits = options.limits
+        with Describer({m: registry.get(m) for m in methods}, options.pool, limits and limits.load_seconds,
+                       limits and limits.memory_bytes) as describer:
+            return _run_grid(benchmarks, methods, seeds, preset, registry, store, options, load_options, force, command,
+                             echo, overrides, run_file, describer, splits, orders)
+
+
+def _run_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], preset: str, registry: Any,
+              store: ResultsStore, options: RunOptions, load_options: LoadOptions, force: bool, command: str | None,
+              echo: Callable[[str], None], overrides: Sequence[Override], run_file: Mapping[str, Any] | None,
+              describer: Describer, splits: Sequence[int], orders: Sequence[int]) -> list[RunOutcome]:
     outcomes: list[RunOutcome] = []
+    overrides = [o for o in overrides if o.method is None or o.method in methods]  # a job runs one of the methods
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
-        resolved = {m: resolve(registry.get(m), preset, spec.family, overrides) for m in methods}
-        keys = [RunKey(spec.id, m, resolved[m].id, s, split, order)
+        resolved = {m: r for (_, m, _), r in describer.resolve(methods, [preset], [spec.family], overrides).items()}
+        keys = [RunKey(spec.id, m, resolved[m].id, s, split, order, track=resolved[m].track)
                 for m in methods for s in seeds for split in splits for order in orders]
         # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
         todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
@@ -138,7 +157,8 @@ def run_grid(
                 echo(outcomes[-1].summary)
         if not todo:
             continue
-        check_weights(spec.family, sorted({k.method for k in todo}), preset, registry, options)
+        check_weights(spec.family, {m: resolved[m] for m in sorted({k.method for k in todo})}, preset, options)
+        describer.close()  # the runs' workers take its place
         standard = spec.load(load_options)
         variants: dict[tuple[int, int], Benchmark] = {}
         for key in todo:
@@ -151,8 +171,8 @@ def run_grid(
             if distributed.is_main_process():
                 store.write(
                     key,
-                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command,
-                                 run_file),
+                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started,
+                                 str(options.device), command, run_file),
                     result.predictions,
                     result.test_labels,
                 )

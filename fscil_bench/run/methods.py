@@ -25,6 +25,7 @@ import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fscil_bench.registry import Registry, RegistryError, did_you_mean
 
@@ -89,39 +90,57 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def builtin_modules() -> list[str]:
+    """The modules of :data:`BUILTIN_PACKAGE` that may define methods (listed, not imported)."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return [f"{BUILTIN_PACKAGE}.{info.name}" for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)
+            if not info.name.startswith("_")]
+
+
+def load_builtin_module(module_name: str, registry: MethodRegistry) -> None:
+    """Register the method classes of one built-in module; a failure lands in ``errors``."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # a broken built-in must not hide the others
+        registry.errors[module_name] = _error_text(exc)
+        return
+    for cls in methods_of(module):
+        registry.add_class(cls, module_name)
+
+
 def load_builtin(registry: MethodRegistry) -> None:
     """Register the method classes of every module in :data:`BUILTIN_PACKAGE`."""
-    package = importlib.import_module(BUILTIN_PACKAGE)
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module_name = f"{BUILTIN_PACKAGE}.{info.name}"
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # a broken built-in must not hide the others
-            registry.errors[module_name] = _error_text(exc)
-            continue
-        for cls in methods_of(module):
-            registry.add_class(cls, module_name)
+    for module_name in builtin_modules():
+        load_builtin_module(module_name, registry)
+
+
+def method_entry_points() -> list[Any]:
+    """The installed ``fscil_bench.methods`` entry points (read from metadata, nothing imported)."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_entry_point(ep: Any, registry: MethodRegistry) -> None:
+    """Register the class of one entry point; a failure lands in ``errors`` under its name."""
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken third-party method must not stop the others
+        registry.errors[ep.name] = f"{type(exc).__name__}: {exc}"
+        return
+    if not is_method_class(cls):
+        registry.errors[ep.name] = f"entry point {ep.value} is not a Method class"
+        return
+    if ep.name in registry and registry.get(ep.name) is cls:
+        return  # the same class reached through two sources
+    try:
+        registry.add_class(cls, f"entry point {ep.value}")
+    except PluginError as exc:
+        registry.errors[ep.name] = str(exc)
 
 
 def load_entry_points(registry: MethodRegistry) -> None:
     """Register the classes of the ``fscil_bench.methods`` entry points of installed packages."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken third-party method must not stop the others
-            registry.errors[ep.name] = f"{type(exc).__name__}: {exc}"
-            continue
-        if not is_method_class(cls):
-            registry.errors[ep.name] = f"entry point {ep.value} is not a Method class"
-            continue
-        if ep.name in registry and registry.get(ep.name) is cls:
-            continue  # the same class reached through two sources
-        try:
-            registry.add_class(cls, f"entry point {ep.value}")
-        except PluginError as exc:
-            registry.errors[ep.name] = str(exc)
+    for ep in method_entry_points():
+        load_entry_point(ep, registry)
 
 
 def load_plugin_file(path: str | Path, registry: MethodRegistry) -> list[str]:
@@ -154,15 +173,34 @@ def load_plugin_file(path: str | Path, registry: MethodRegistry) -> list[str]:
     return [cls.name for cls in found]
 
 
+def discovery_steps(plugin_files: list[str | Path] = ()) -> list[str]:
+    """What :func:`discover` loads, one step each, in order: ``builtin:<module>``,
+    ``entry-point:<name>``, ``plugin:<path>``."""
+    return ([f"builtin:{m}" for m in builtin_modules()] + [f"entry-point:{ep.name}" for ep in method_entry_points()]
+            + [f"plugin:{p}" for p in plugin_files])
+
+
+def run_discovery_step(step: str, registry: MethodRegistry) -> None:
+    """Load one step of :func:`discovery_steps` into ``registry`` (failures land in ``errors``)."""
+    kind, _, what = step.partition(":")
+    if kind == "builtin":
+        load_builtin_module(what, registry)
+    elif kind == "entry-point":
+        for ep in method_entry_points():
+            if ep.name == what:
+                load_entry_point(ep, registry)
+    elif kind == "plugin":
+        try:
+            load_plugin_file(what, registry)
+        except PluginError as exc:
+            registry.errors[what] = str(exc)
+    else:
+        raise ValueError(f"unknown discovery step {step!r}")
+
+
 def discover(plugin_files: list[str | Path] = ()) -> MethodRegistry:
     """The built-in methods, installed entry points and ``plugin_files``; failures land in ``errors``."""
     registry = MethodRegistry()
-    load_builtin(registry)
-    load_entry_points(registry)
-    for path in plugin_files:
-        try:
-            load_plugin_file(path, registry)
-        except PluginError as exc:
-            registry.errors[str(path)] = str(exc)
+    for step in discovery_steps(plugin_files):
+        run_discovery_step(step, registry)
     return registry
-

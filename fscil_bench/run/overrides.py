@@ -26,6 +26,7 @@ import yaml
 
 from fscil_bench.cache import stable_hash
 from fscil_bench.registry import did_you_mean
+from fscil_bench.results.tracks import track_of
 from fscil_bench.run.typed_values import (
     NO_TYPE,
     Mismatch,
@@ -83,6 +84,12 @@ class ResolvedPreset:
     def id(self) -> str:
         """The preset as runs are keyed and reported: ``name``, or ``name+<digest>`` with overrides."""
         return preset_id(self.name, self.overrides)
+
+    @property
+    def track(self) -> str:
+        """The run's track, from the ``pretrained`` of the hyperparameters after the overrides
+        (:func:`fscil_bench.results.tracks.track_of`): ``--set pretrained=...`` changes it."""
+        return track_of(self.hparams)
 
 
 def preset_id(name: str, overrides: Mapping[str, Any]) -> str:

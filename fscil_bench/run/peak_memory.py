@@ -1,8 +1,9 @@
 """Peak memory of a run, measured where the method runs.
 
-:class:`PeakMemory` wraps the code that trains and evaluates a method (a context manager; the
-runner uses it around one run) and records the highest memory in use during the block above what
-was in use when it started:
+:class:`PeakMemory` records the highest memory in use from its start (a context manager around
+a block, or ``start``) above what was in use then; ``read`` gives the peak so far.
+:class:`fscil_bench.run.host.MethodHost` measures a run from the method's load on, in the process
+the method runs in (the runner's, or the method's worker):
 
 * on a CUDA device: ``torch.cuda.max_memory_allocated`` after resetting the peak statistics at the
   start, minus the memory allocated at the start (tensors only; the caching allocator's reserve
@@ -95,7 +96,14 @@ class PeakMemory:
                 self._start, self._kind = _lifetime_peak_bytes(), "rss_lifetime_peak"
         return self
 
+    def start(self) -> PeakMemory:
+        return self.__enter__()
+
     def __exit__(self, *exc_info: object) -> None:
+        self.result = self.read()
+
+    def read(self) -> dict[str, Any]:
+        """The peak so far, above the start (the block may go on; ``__exit__`` keeps the last reading)."""
         if self._kind == "cuda_max_allocated":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
@@ -103,5 +111,5 @@ class PeakMemory:
             peak = (_status_kib("VmHWM") or 0) * 1024
         else:
             peak = _lifetime_peak_bytes()
-        self.result = {"device": str(self.device), "kind": self._kind, "bytes": max(0, int(peak - self._start)),
-                       "start_bytes": int(self._start)}
+        return {"device": str(self.device), "kind": self._kind, "bytes": max(0, int(peak - self._start)),
+                "start_bytes": int(self._start)}

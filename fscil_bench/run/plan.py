@@ -3,8 +3,9 @@
 For every (benchmark, method, preset, seed, split, order) of a grid, :func:`plan_grid` says whether the run is
 complete (and would be skipped) or would run, with its resolved recipe, and which cached base
 models it would ask for (a method's ``base_model_recipes``): trained, loaded from the cache, or
-loaded after an earlier run of the same grid has trained it. A base model's cache key needs the
-benchmark's schedule, so the benchmark is loaded (its data cache may be built) when some of its
+loaded after an earlier run of the same grid has trained it. The recipes and the method's views
+come from the method's own code, asked through a :class:`~fscil_bench.run.describe.Describer`
+(in a worker under isolation). A base model's cache key needs the benchmark's schedule, so the benchmark is loaded (its data cache may be built) when some of its
 runs would run; where it cannot be loaded the base models are left unknown, with the reason.
 Other few-shot draws and class orders keep the base session, so their base models are those of
 the standard split and order.
@@ -24,10 +25,12 @@ from fscil_bench.benchmarks.benchmark import Benchmark, BenchmarkError, LoadOpti
 from fscil_bench.benchmarks.registry import get_benchmark
 from fscil_bench.benchmarks.variants import benchmark_variant
 from fscil_bench.cache import verified
-from fscil_bench.protocol import Context, hparams_to_dict
+from fscil_bench.protocol import hparams_to_dict
 from fscil_bench.results.store import ResultsStore, RunKey
+from fscil_bench.results.tracks import SCRATCH
+from fscil_bench.run.describe import Describer
 from fscil_bench.run.overrides import ResolvedPreset
-from fscil_bench.run.runner import make_session, method_views
+from fscil_bench.run.runner import make_session
 from fscil_bench.toolkit.base_models import base_model_key, base_model_path, base_model_recipe_key
 
 TRAIN, LOAD, LOAD_AFTER = "train", "load from the cache", "load (trained by an earlier run of this grid)"
@@ -68,7 +71,8 @@ class Plan:
             if (run.key.method, run.key.preset) != group:
                 group = (run.key.method, run.key.preset)
                 changed = ", ".join(f"{k}={_flow(v)}" for k, v in run.preset.overrides.items())
-                out.append(f"  {run.key.method} [{run.key.preset}]" + (f"  overrides: {changed}" if changed else ""))
+                track = "" if run.key.track == SCRATCH else f" [{run.key.track}]"
+                out.append(f"  {run.key.method} [{run.key.preset}]{track}" + (f"  overrides: {changed}" if changed else ""))
                 out.append(f"    recipe: {_flow(hparams_to_dict(run.preset.hparams)) if run.preset.hparams is not None else '-'}")
             out.append(f"    {_run_line(run)}")
         todo = [r for r in self.runs if r.action != "skip"]
@@ -81,13 +85,14 @@ class Plan:
 
 
 def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], presets: Sequence[str], seeds: Sequence[int],
-              method_classes: Mapping[str, type], resolved: Mapping[tuple[str, str, str], ResolvedPreset],
+              describer: Describer, resolved: Mapping[tuple[str, str, str], ResolvedPreset],
               store: ResultsStore, load_options: LoadOptions, force: bool = False,
               splits: Sequence[int] = (0,), orders: Sequence[int] = (0,)) -> Plan:
     """The :class:`Plan` of a grid whose presets ``resolved`` holds (see
-    :func:`fscil_bench.run.overrides.resolve_grid`), against ``store`` and the base-model cache
-    under ``load_options.cache_dir``; every seed runs on every few-shot draw in ``splits`` and
-    class order in ``orders`` (:mod:`fscil_bench.schedules.draws`)."""
+    :meth:`fscil_bench.run.describe.Describer.resolve`), against ``store`` and the base-model
+    cache under ``load_options.cache_dir``; ``describer`` answers each run's base-model recipes.
+    Every seed runs on every few-shot draw in ``splits`` and class order in ``orders``
+    (:mod:`fscil_bench.schedules.draws`)."""
     plan = Plan()
     trained: set[str] = set()
     infos: dict[tuple[str, int, int], Benchmark | str] = {}  # (name, split, order) -> the benchmark, or why not
@@ -97,7 +102,7 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], presets: Sequen
             for method in methods:
                 chosen = resolved[(spec.family, method, preset)]
                 for seed, split, order in itertools.product(seeds, splits, orders):
-                    key = RunKey(spec.id, method, chosen.id, seed, split, order)
+                    key = RunKey(spec.id, method, chosen.id, seed, split, order, track=chosen.track)
                     run = PlannedRun(key, ("rerun" if force else "skip") if store.is_complete(key) else "run", chosen)
                     plan.runs.append(run)
                     if run.action == "skip":
@@ -106,7 +111,7 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], presets: Sequen
                     if isinstance(bench, str):
                         run.note = bench
                     else:
-                        _plan_base_models(run, method_classes[method], bench, load_options.cache_dir, trained)
+                        _plan_base_models(run, describer, bench, load_options.cache_dir, trained)
     return plan
 
 
@@ -127,24 +132,16 @@ def _load(infos: dict[tuple[str, int, int], Benchmark | str], spec, split: int, 
     return infos[spec.name, split, order]
 
 
-def _plan_base_models(run: PlannedRun, method_cls: type, bench: Benchmark, cache_dir: Path, trained: set[str]) -> None:
-    info = bench.info()
-    views = method_views(method_cls, run.preset.hparams, bench).identity
-    ctx = Context.create(info, run.preset.hparams, run.key.seed, cache_dir=cache_dir, log=lambda msg: None,
-                         views=views)
-    try:
-        declare = getattr(method_cls(), "base_model_recipes", None)
-        recipes = declare(ctx) if declare is not None else None
-    except Exception as exc:  # the run itself would fail the same way in its base session
-        run.note = f"base models unknown: {type(exc).__name__}: {exc}"
-        return
+def _plan_base_models(run: PlannedRun, describer: Describer, bench: Benchmark, cache_dir: Path, trained: set[str]) -> None:
+    answer = describer.base_models(run.key.method, run.preset, bench, run.key.seed, cache_dir)
+    views, recipes = answer.views, answer.recipes
     if recipes is None:
-        run.note = "base models not declared by the method"
+        run.note = answer.note
         return
     run.base_models = []
     data_sha256 = make_session(bench, 0).train.digest()  # what the base models are trained on
     for recipe in recipes:
-        key = base_model_key(base_model_recipe_key(info.id, run.key.seed, recipe, views), data_sha256)
+        key = base_model_key(base_model_recipe_key(bench.id, run.key.seed, recipe, views), data_sha256)
         path = base_model_path(cache_dir, key)
         action = LOAD_AFTER if key in trained else LOAD if verified(path) else TRAIN
         if action == TRAIN:

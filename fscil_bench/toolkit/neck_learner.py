@@ -60,6 +60,7 @@ from fscil_bench.toolkit.base_models import (
     cross_entropy_base_model,
     cross_entropy_recipe,
 )
+from fscil_bench.toolkit.feature_store import FeatureStore
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     cached_features,
@@ -237,6 +238,7 @@ class NeckLearner(MethodBase):
             "backbone": hp.backbone,
             "pretrained_sha256": init.weights.sha256 if init.weights else None,
             **({"frozen_stages": init.frozen_stages} if init.frozen_stages >= 0 else {}),
+            **init.extra_identity,
             "warm_start": warm_recipe_key,
             "train_backbone": hp.train_backbone,
             "feature_dim": hp.feature_dim,
@@ -253,8 +255,7 @@ class NeckLearner(MethodBase):
         num_base = ctx.benchmark.num_base_classes
         warm = [cross_entropy_recipe(hp.backbone, hp.warm_start, num_base)] if hp.warm_start is not None else []
         warm_recipe_key = base_model_recipe_key(ctx.benchmark.id, ctx.seed, warm[0], ctx.views) if warm else None
-        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
-        return [*warm, self.base_recipe(hp, ctx, init, warm_recipe_key)]
+        return [*warm, self.base_recipe(hp, ctx, self.initial_backbone(ctx), warm_recipe_key)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: NeckLearnerHparams = ctx.hparams
@@ -264,7 +265,7 @@ class NeckLearner(MethodBase):
             raise ValueError("train_backbone=False keeps the initial backbone frozen: give warm_start or pretrained")
         if hp.warm_start is not None and hp.pretrained:
             raise ValueError("warm_start and pretrained are exclusive: choose one backbone initialisation")
-        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        init = self.initial_backbone(ctx, session)
         ctx.extra["backbone_init"] = (f"pretrained weights {init.weights.name} (sha256 {init.weights.sha256[:16]})"
                                       if init.weights else "trained from scratch on the base session")
         warm_backbone, warm_key, warm_recipe_key = None, None, None
@@ -275,6 +276,12 @@ class NeckLearner(MethodBase):
             ctx.extra["backbone_init"] = (f"the shared cross-entropy base model {warm_key}, then trained end to end "
                                           "with this method's classifier and loss")
         recipe = self.base_recipe(hp, ctx, init, warm_recipe_key)
+
+        # A backbone that is never trained (warm start or pretrained weights, kept frozen) has
+        # features that depend on its initialisation alone: they are cached and shared.
+        frozen_key = None
+        if not hp.train_backbone:
+            frozen_key = warm_key or init.feature_key or stable_hash({"backbone": hp.backbone, **init.identity})
 
         def build() -> NeckModel:
             backbone = init.build()
@@ -295,7 +302,7 @@ class NeckLearner(MethodBase):
                                  predict=lambda x: self.logits(model.head, model.embed(x), num_base))
                 feats, labels = extract_features(model.backbone, session.train, ctx)
             else:
-                feats, labels = (cached_features(ctx, model.backbone, warm_key, session.train, tag="eval") if warm_key
+                feats, labels = (cached_features(ctx, model.backbone, frozen_key, session.train, tag="eval") if frozen_key
                                  else extract_features(model.backbone, session.train, ctx))
                 train_on_features([model.neck, model.head], feats, labels, lambda f, y: loss(model.neck(f), y),
                                   hp.base, ctx, desc="base session (neck)", generator=generator)
@@ -304,10 +311,18 @@ class NeckLearner(MethodBase):
         self.model: NeckModel = cached_model(ctx, recipe, build, train, data=session.train)
         self.model.backbone.requires_grad_(False)
         self.model.eval()
-        self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
+        store = FeatureStore(ctx.cache_dir / "features" / f"memo-{frozen_key}") if frozen_key else None
+        self.test_features = FrozenFeatureMemo(self.model.backbone, store)  # frozen from here on
         self.means = self.model.base_means.clone()
         self.mean_labels = torch.tensor(session.new_classes, device=ctx.device)
         self.num_seen = self.num_base = num_base
+
+    def initial_backbone(self, ctx: Context, session: Session | None = None) -> BackboneInit:
+        """How the backbone starts: from scratch or from ``pretrained`` weights (subclasses may build
+        it elsewhere, e.g. :class:`fscil_bench.integrations.pretrained.LibraryBackbones`).
+        ``session`` is the base session (None when only the recipe is asked for)."""
+        hp: NeckLearnerHparams = ctx.hparams
+        return backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
 
     def session_features(self, session: Session, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features ``(N, 1 + augmented_views, C)`` of the session's samples (view 0: the
