@@ -107,3 +107,40 @@ def test_peak_memory_on_cuda_reads_the_allocator_peak_above_the_start(monkeypatc
         pass
     assert calls == ["reset"]
     assert peak.result == {"device": "cuda:0", "kind": "cuda_max_allocated", "bytes": 4000, "start_bytes": 1000}
+
+
+HUNGRY = '''
+import numpy as np
+import torch
+
+from fscil_bench import MethodBase
+
+
+class Hungry(MethodBase):
+    """Holds 64 MiB from its base session on: a peak the runner's own process never sees."""
+
+    name = "hungry"
+    presets = {"quick": {}}
+
+    def fit_base(self, session, ctx):
+        self.block = np.ones(64 << 20, dtype=np.uint8)
+        self.num_seen = session.num_seen
+
+    def fit_session(self, session, ctx):
+        self.num_seen = session.num_seen
+
+    def predict(self, images):
+        return torch.zeros(len(images), self.num_seen)
+'''
+
+
+@pytest.mark.parametrize("isolation", ["process", "none"])
+def test_peak_memory_is_measured_where_the_method_runs(tmp_path, cache_dir, isolation):
+    plugin = tmp_path / "hungry.py"
+    plugin.write_text(HUNGRY)
+    runs = tmp_path / "runs"
+    assert main(["run", "-b", BENCH, "--plugin", str(plugin), "-m", "hungry", "-o", str(runs), "--cache-dir",
+                 str(cache_dir), "--device", "cpu", "--isolation", isolation]) == 0
+    record = json.loads((runs / f"{BENCH}@1" / "hungry" / "quick" / "seed-0" / "record.json").read_text())
+    assert record["isolation"]["level"] == isolation
+    assert record["peak_memory"]["bytes"] >= 64 << 20
