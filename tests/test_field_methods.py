@@ -89,6 +89,33 @@ def test_each_method_completes_a_tiny_schedule_and_declares_what_it_keeps(method
         assert memory["bytes"] == kept * method.prototypes.shape[1] * 4
 
 
+def _reference_logits(method, images: torch.Tensor) -> torch.Tensor:
+    """The method's logits recomputed from its state by the definitions, around embed/classify."""
+    if isinstance(method, FACT):
+        return bimodal_scores(method.model.backbone(images), method.prototypes, method.virtual, method.temperature,
+                              method.eta, method.top_k)
+    features = method.backbone(images)
+    if isinstance(method, CEC):
+        return method.head.literal(method.prototypes, features)  # one [P; x] set per query
+    if isinstance(method, TEEN):
+        return method.temperature * F.normalize(features, dim=1) @ F.normalize(method.prototypes, dim=1).T
+    return features @ method.head.weight[: method.num_seen].T  # joint-balanced: the bias-free linear head
+
+
+@pytest.mark.parametrize("method_cls", METHODS, ids=lambda c: c.name)
+def test_each_method_scores_the_last_session_as_its_definition_and_the_record_says(method_cls, tiny_runs):
+    bench = tiny_runs["bench"]
+    result, method = tiny_runs["get"](method_cls)
+    images = bench.eval_transform(torch.from_numpy(bench.test.images), None)
+    with torch.no_grad():
+        logits = method.classify(method.embed(images))
+        torch.testing.assert_close(logits, _reference_logits(method, images), rtol=1e-4, atol=1e-4)
+    labels = torch.from_numpy(bench.test.labels)
+    assert logits.shape == (len(labels), bench.schedule.num_classes)
+    accuracy = int((logits.argmax(1) == labels).sum()) / len(labels)
+    assert result.metrics["session_acc"][-1] == pytest.approx(accuracy, abs=1e-9)
+
+
 def test_methods_are_registered_with_quick_paper_and_smoke_presets():
     registry = discover()
     for cls in METHODS:
