@@ -18,9 +18,12 @@ Avalanche's metrics relate to ours):
 ``quick`` seeds every network from the shared cross-entropy base model (CPU, minutes), hands the
 strategy 20 base images per class as its base experience (EWC's Fisher information and Replay's
 buffer come from them) and trains each few-shot session for 10 epochs of SGD at lr 0.01 (one
-step per epoch: a session has 25 images). ``paper`` uses the ResNet-18 base model of the other
-baselines' ``paper`` presets, hands the strategy every base image and trains each session for 100
-epochs (these are not FSCIL papers: there is no published FSCIL recipe for them).
+step per epoch: a session has 25 images). ``paper`` puts them on the field's set-up per family
+(:mod:`fscil_bench.toolkit.field`: ResNet-20 on CIFAR, ResNet-18 from scratch on mini, the
+ImageNet-pretrained ResNet-18 on CUB, CEC's views, the linear base model of ``finetune``'s
+``paper`` preset), hands the strategy every base image and trains each session for 100 epochs
+at lr 0.01, batch 25: our choice, as are the strategies' own settings below (these are not FSCIL
+papers: there is no published FSCIL recipe for them).
 
 What to expect: without exemplars, LwF and EWC are known to fail in class-incremental learning
 (the new classes' logits dominate; van de Ven and Tolias, "Three scenarios for continual
@@ -39,11 +42,16 @@ from fscil_bench.integrations.avalanche_adapter import (
     AvalancheStrategyMethod,
 )
 from fscil_bench.toolkit.base_models import SMOKE_BASE_SGD
-from fscil_bench.toolkit.training import SGDRecipe
+from fscil_bench.toolkit.field import field_presets
 
 _SMOKE = dict(base=SMOKE_BASE_SGD, base_samples_per_class=4, epochs=1, batch_size=8)
-_PAPER_BASE = dict(backbone="resnet18", base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
-                   base_samples_per_class=None, epochs=100, batch_size=25)
+
+
+def _paper(cls: type) -> dict[str, AvalancheHparams]:
+    """The ``paper`` preset of a strategy's hyperparameter class, per family."""
+    return field_presets(lambda f: cls(backbone=f.backbone, base=f.base, pretrained=f.pretrained,
+                                       train_view=f.train_view, test_view=f.test_view,
+                                       base_samples_per_class=None, epochs=100, batch_size=25))
 
 
 @dataclass(frozen=True)
@@ -72,14 +80,14 @@ class AvalancheNaive(AvalancheStrategyMethod):
     name = "avalanche-naive"
     strategy = "Naive"
     paper = "Avalanche Naive strategy (fine-tuning); Lomonaco et al., Avalanche, CVPR Workshops 2021"
-    presets = {"quick": NaiveHparams(), "paper": {"default": NaiveHparams(**_PAPER_BASE)}, "smoke": NaiveHparams(**_SMOKE)}
+    presets = {"quick": NaiveHparams(), "paper": _paper(NaiveHparams), "smoke": NaiveHparams(**_SMOKE)}
 
 
 class AvalancheLwF(AvalancheStrategyMethod):
     name = "avalanche-lwf"
     strategy = "LwF"
     paper = "Li and Hoiem, Learning without Forgetting, ECCV 2016 (Avalanche LwF strategy)"
-    presets = {"quick": LwFHparams(), "paper": {"default": LwFHparams(**_PAPER_BASE)}, "smoke": LwFHparams(**_SMOKE)}
+    presets = {"quick": LwFHparams(), "paper": _paper(LwFHparams), "smoke": LwFHparams(**_SMOKE)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
         return {"alpha": hp.alpha, "temperature": hp.temperature}
@@ -89,7 +97,7 @@ class AvalancheEWC(AvalancheStrategyMethod):
     name = "avalanche-ewc"
     strategy = "EWC"
     paper = "Kirkpatrick et al., Overcoming catastrophic forgetting in neural networks, PNAS 2017 (Avalanche EWC strategy)"
-    presets = {"quick": EWCHparams(), "paper": {"default": EWCHparams(**_PAPER_BASE)}, "smoke": EWCHparams(**_SMOKE)}
+    presets = {"quick": EWCHparams(), "paper": _paper(EWCHparams), "smoke": EWCHparams(**_SMOKE)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:
         return {"ewc_lambda": hp.ewc_lambda, "mode": hp.mode}
@@ -99,7 +107,7 @@ class AvalancheReplay(AvalancheStrategyMethod):
     name = "avalanche-replay"
     strategy = "Replay"
     paper = "Experience replay (Chaudhry et al., On Tiny Episodic Memories in Continual Learning, 2019; Avalanche Replay strategy)"
-    presets = {"quick": ReplayHparams(), "paper": {"default": ReplayHparams(**_PAPER_BASE)},
+    presets = {"quick": ReplayHparams(), "paper": _paper(ReplayHparams),
                "smoke": ReplayHparams(**_SMOKE, mem_size=20)}
 
     def strategy_kwargs(self, hp: Any) -> dict[str, Any]:

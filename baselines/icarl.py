@@ -27,12 +27,21 @@ from a seeded pool of ``herding_pool`` images per class (the features of that po
 shared). ``paper`` trains the base session with iCaRL's own sigmoid loss (``base_loss="bce"``, the
 paper's CIFAR-100 schedule: 70 epochs, lr 2.0 divided by 5 at epochs 49 and 63, weight decay
 1e-5) and herds from all base images.
+
+``paper``: iCaRL's optimiser is the one its paper gives for CIFAR-100 (Rebuffi et al., CVPR 2017,
+section 4: 70 epochs, lr 2.0 divided by 5 after epochs 49 and 63, weight decay 1e-5, batch 128),
+used for the base session and each incremental session; the backbone, pretraining and views are
+the field's per family (:mod:`fscil_bench.toolkit.field`: ResNet-20 on CIFAR, ResNet-18 on mini,
+the ImageNet-pretrained ResNet-18 on CUB, CEC's views), on which TOPIC's and CEC's tables run
+iCaRL. The FSCIL papers publish no iCaRL recipe of their own: the memory of 20 exemplars per class
+(iCaRL's 2,000 over CIFAR-100's 100 classes) and the rest are our choice.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +49,6 @@ from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.data.arrays import LabelledImages
-from fscil_bench.models import build_backbone
 from fscil_bench.models.inference import inference_network
 from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
@@ -49,9 +57,12 @@ from fscil_bench.toolkit.base_models import (
     SMOKE_SESSION_SGD,
     cached_model,
     cross_entropy_base_model,
+    cross_entropy_recipe,
 )
+from fscil_bench.toolkit.backbones import backbone_init
 from fscil_bench.toolkit.exemplars import ImageBank, labelled_images
 from fscil_bench.toolkit.features import base_feature_pool, extract_features
+from fscil_bench.toolkit.field import field_presets
 from fscil_bench.toolkit.heads import BackboneWithHead, grow_linear
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
@@ -90,6 +101,10 @@ class ICaRLHparams:
     distillation: str = "bce"  # "bce" (the paper) or "kd"
     temperature: float = 2.0  # for "kd"
     flip_means: bool = False  # average each exemplar's feature with its mirror image's
+    pretrained: str | None = None  # the backbone's initial weights (a known name or a path)
+    frozen_stages: int = -1
+    train_view: str | None = None  # the method's own views (None: the benchmark's)
+    test_view: str | None = None
 
 
 _PAPER_SGD = SGDRecipe(epochs=70, lr=2.0, batch_size=128, weight_decay=1e-5, schedule="step", milestones=(49, 63), gamma=0.2)
@@ -101,18 +116,27 @@ class ICaRL(MethodBase):
     presets = {
         "quick": ICaRLHparams(),
         "smoke": ICaRLHparams(base=SMOKE_BASE_SGD, memory_per_class=5, herding_pool=8, session=SMOKE_SESSION_SGD),
-        "paper": {
-            "default": ICaRLHparams(backbone="resnet18", base=_PAPER_SGD, base_loss="bce", herding_pool=None,
-                                    session=_PAPER_SGD, replay_samples=None, flip_means=True),
-        },
+        "paper": field_presets(lambda f: ICaRLHparams(
+            backbone=f.backbone, pretrained=f.pretrained, train_view=f.train_view, test_view=f.test_view,
+            base=_PAPER_SGD, base_loss="bce", herding_pool=None, session=_PAPER_SGD, replay_samples=None,
+            flip_means=True)),
     }
 
     # --- base session -------------------------------------------------------------------------
 
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: ICaRLHparams = ctx.hparams
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages).identity
+        if hp.base_loss == "cross-entropy":
+            return [cross_entropy_recipe(hp.backbone, hp.base, ctx.benchmark.num_base_classes, init)]
+        if hp.base_loss == "bce":
+            return [self._bce_recipe(hp, ctx.benchmark.num_base_classes, init)]
+        raise ValueError(f"unknown base_loss {hp.base_loss!r} (choose cross-entropy or bce)")
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: ICaRLHparams = ctx.hparams
         if hp.base_loss == "cross-entropy":
-            base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base)
+            base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages)
         elif hp.base_loss == "bce":
             base = self._bce_base_model(session, ctx, hp)
         else:
@@ -128,17 +152,24 @@ class ICaRL(MethodBase):
         self._update_means(ctx, hp)
 
     @staticmethod
-    def _bce_base_model(session: Session, ctx: Context, hp: ICaRLHparams) -> nn.Module:
-        recipe = {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": session.num_seen}
+    def _bce_recipe(hp: ICaRLHparams, classes: int, init: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "icarl-bce", "backbone": hp.backbone, "sgd": recipe_key(hp.base), "classes": classes, **init}
+
+    @classmethod
+    def _bce_base_model(cls, session: Session, ctx: Context, hp: ICaRLHparams) -> nn.Module:
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        recipe = cls._bce_recipe(hp, session.num_seen, init.identity)
         generator = torch.Generator().manual_seed(ctx.stage_seed("icarl-base-data"))
 
         def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.binary_cross_entropy_with_logits(logits, F.one_hot(y, logits.shape[1]).float())
 
         def train(model: nn.Module) -> None:
-            train_supervised(model, session.train, loss, hp.base, ctx, desc="icarl base session", generator=generator)
+            train_supervised(model, session.train, loss, hp.base, ctx, desc="icarl base session", generator=generator,
+                             predict=model)
 
-        return cached_model(ctx, recipe, lambda: BackboneWithHead(build_backbone(hp.backbone), session.num_seen), train)
+        return cached_model(ctx, recipe, lambda: BackboneWithHead(init.build(), session.num_seen), train,
+                            data=session.train)
 
     # --- incremental sessions -----------------------------------------------------------------
 

@@ -9,7 +9,10 @@ classes still have only their 5 shots (that is all the training data the benchma
 them): what the oracle gains is that nothing is ever forgotten and old and new classes are
 trained together.
 
-Recipe (this implementation's choices):
+Recipe (this implementation's choices; no recipe of this baseline is published). ``paper`` puts
+it on the field's set-up per family (:mod:`fscil_bench.toolkit.field`: ResNet-20 on CIFAR,
+ResNet-18 from scratch on mini, the ImageNet-pretrained ResNet-18 on CUB, CEC's views, CEC's base
+optimiser and schedule with a linear head); the rest is ours:
 
 * Session 0 is the shared cross-entropy base model (:func:`cross_entropy_base_model`): trained
   on all base data, which is all the data there is at that point.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +51,7 @@ from fscil_bench.toolkit.base_models import (
     SMOKE_BASE_SGD,
     SMOKE_SESSION_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe_for,
 )
 from fscil_bench.toolkit.exemplars import ImageBank
 from fscil_bench.toolkit.features import (
@@ -56,6 +61,7 @@ from fscil_bench.toolkit.features import (
     extract_features,
     feature_views,
 )
+from fscil_bench.toolkit.field import FieldSetup, field_presets
 from fscil_bench.toolkit.heads import LinearHeadOutputs, grow_linear
 from fscil_bench.toolkit.training import (
     OptimisationLoop,
@@ -75,6 +81,16 @@ class JointHparams:
     feature_pool_per_class: int | None = 100  # not train_backbone: base images per class in the feature union
     augmented_views: int = 32  # not train_backbone: augmented copies of each few shot's features
     head_steps: int = 100  # not train_backbone: full-batch steps on the union's features (lr etc. from session)
+    pretrained: str | None = None  # the backbone's initial weights (a known name or a path)
+    frozen_stages: int = -1
+    train_view: str | None = None  # the method's own views (None: the benchmark's)
+    test_view: str | None = None
+
+
+def _paper(setup: FieldSetup) -> JointHparams:
+    return JointHparams(backbone=setup.backbone, base=setup.base, pretrained=setup.pretrained,
+                        train_view=setup.train_view, test_view=setup.test_view, train_backbone=True,
+                        session=SGDRecipe(epochs=10, lr=0.01, batch_size=128, schedule="cosine"))
 
 
 class Joint(LinearHeadOutputs, MethodBase):
@@ -85,20 +101,18 @@ class Joint(LinearHeadOutputs, MethodBase):
         "quick": JointHparams(),
         "smoke": JointHparams(base=SMOKE_BASE_SGD, session=SMOKE_SESSION_SGD, samples_per_epoch=24,
                               feature_pool_per_class=8, augmented_views=2, head_steps=5),
-        "paper": {
-            "default": JointHparams(
-                backbone="resnet18",
-                base=SGDRecipe(epochs=100, lr=0.1, batch_size=128, warmup_epochs=1.0),
-                train_backbone=True,
-                session=SGDRecipe(epochs=10, lr=0.01, batch_size=128, schedule="cosine"),
-            )
-        },
+        "paper": field_presets(_paper),
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp = ctx.hparams
+        return [cross_entropy_recipe_for(ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: JointHparams = ctx.hparams
         # Copy: the cached base model may be shared with other methods in this process.
-        self.model = copy.deepcopy(cross_entropy_base_model(session, ctx, hp.backbone, hp.base))
+        self.model = copy.deepcopy(cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained,
+                                                            hp.frozen_stages))
         self.bank = ImageBank()
         self.bank.add(session.train)
         self.generator = torch.Generator().manual_seed(ctx.stage_seed("joint-sampling"))

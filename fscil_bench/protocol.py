@@ -30,6 +30,7 @@ import torch
 from fscil_bench.cache import stable_hash
 from fscil_bench.data.arrays import LabelledImages
 from fscil_bench.data.views import MethodViews, ViewInputs, views_from_names
+from fscil_bench.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -111,6 +112,10 @@ class Context:
         sync_batchnorm: in data-parallel training, normalise BatchNorm over the global batch.
         views: the names (or descriptions) of the method's own train and test views, None when it
             uses the benchmark's transforms; part of the cache keys of what is trained through them.
+        base_test_accuracy: only for a run whose base checkpoint is chosen on the test set (the
+            papers' rule, not protocol-clean, see :mod:`fscil_bench.toolkit.checkpoints`): the
+            runner's function from a predict function (images -> logits over the base classes) to
+            the accuracy on the base classes' test images. None otherwise.
         extra: notes a method adds to its run's record (cache use, precision, initialisation).
     """
 
@@ -127,6 +132,7 @@ class Context:
     bf16: bool = False
     sync_batchnorm: bool = False
     views: dict[str, str] | None = None
+    base_test_accuracy: Callable[[Callable[[torch.Tensor], torch.Tensor]], float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -238,6 +244,10 @@ class MethodBase:
         classifier_weights() -> Tensor (num_seen, d) | None: the classifier vectors or class
             prototypes in the ``embed`` space, row ``c`` for class ``c`` (biases left out); it
             gives the self-duality and feature-classifier alignment diagnostics.
+
+    A method that trains cached base models (:func:`fscil_bench.toolkit.base_models.cached_model`)
+    says which in :meth:`base_model_recipes`, so ``fscil-bench run --dry-run`` can tell which
+    would be trained and which loaded.
     """
 
     name: ClassVar[str] = ""
@@ -248,9 +258,17 @@ class MethodBase:
 
     @classmethod
     def resolve_preset(cls, preset: str, family: str) -> Any:
-        """The hyperparameters of ``preset`` for a benchmark ``family``."""
+        """The hyperparameters of ``preset`` for a benchmark ``family``.
+
+        ``PRESET+RULE`` is ``PRESET`` with its base recipe's checkpoint rule set to ``RULE``
+        (``last``, ``validation`` or ``best-on-test``; see :func:`with_base_checkpoint`).
+        """
+        name, plus, rule = preset.partition("+")
+        if plus:
+            return with_base_checkpoint(cls.resolve_preset(name, family), rule, f"{cls.name!r} preset {name!r}")
         if preset not in cls.presets:
-            raise KeyError(f"method {cls.name!r} has no preset {preset!r}; choose from {', '.join(cls.presets)}")
+            raise KeyError(f"method {cls.name!r} has no preset {preset!r}{did_you_mean(preset, list(cls.presets))}; "
+                           f"choose from {', '.join(cls.presets)}")
         value = cls.presets[preset]
         if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) or dataclasses.is_dataclass(v) for v in value.values()):
             if family in value:
@@ -266,6 +284,11 @@ class MethodBase:
         (None for either: the benchmark's). By default the views named by the hyperparameters'
         ``train_view`` and ``test_view`` fields (:data:`fscil_bench.data.views.VIEWS`)."""
         return views_from_names(getattr(hparams, "train_view", None), getattr(hparams, "test_view", None), inputs)
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]] | None:
+        """The recipes of the cached base models ``fit_base`` would train or load in the run of
+        ``ctx`` (its benchmark, seed and hyperparameters), in the order it asks for them, computed
+        without data or training; ``[]`` for none, ``None`` (the default) when not declared."""
+        return None
 
     def memory(self) -> MemoryDeclaration:
         """What this method keeps from past sessions; override when it keeps anything."""
@@ -285,6 +308,29 @@ class MethodBase:
             raise NotImplementedError(f"{type(self).__name__} must define predict, or embed and classify")
         with torch.no_grad():
             return classify(embed(images))
+
+
+#: The base checkpoint rules a preset name may add after ``+`` (:mod:`fscil_bench.toolkit.checkpoints`).
+BASE_CHECKPOINT_RULES = ("last", "validation", "best-on-test")
+
+
+def with_base_checkpoint(hparams: Any, rule: str, what: str = "the preset") -> Any:
+    """``hparams`` with the ``checkpoint`` field of its ``base`` recipe set to ``rule``."""
+    if rule not in BASE_CHECKPOINT_RULES:
+        raise KeyError(f"unknown base checkpoint rule {rule!r} after '+'; choose from {', '.join(BASE_CHECKPOINT_RULES)}")
+    base = getattr(hparams, "base", None)
+    if not (dataclasses.is_dataclass(hparams) and dataclasses.is_dataclass(base) and hasattr(base, "checkpoint")):
+        raise KeyError(f"{what} has no base recipe whose checkpoint can be chosen")
+    return dataclasses.replace(hparams, base=dataclasses.replace(base, checkpoint=rule))
+
+
+def uses_test_checkpoint(hparams: Any) -> bool:
+    """Whether any recipe inside ``hparams`` keeps its checkpoint by test accuracy (``"best-on-test"``)."""
+    if not dataclasses.is_dataclass(hparams) or isinstance(hparams, type):
+        return False
+    if getattr(hparams, "checkpoint", None) == "best-on-test":
+        return True
+    return any(uses_test_checkpoint(getattr(hparams, f.name)) for f in dataclasses.fields(hparams))
 
 
 def hparams_to_dict(hparams: Any) -> dict[str, Any]:

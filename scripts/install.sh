@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything fscil-bench needs in a virtual environment (default: ./.venv).
-#   bash scripts/install.sh            # core + Avalanche + learn2learn + submitit + test tools
+#   bash scripts/install.sh            # core + Avalanche + learn2learn + submitit + timm + open_clip + test tools
 #   FSCIL_CORE_ONLY=1 bash scripts/install.sh   # core only (torch, torchvision, numpy, pandas, ...)
 #   bash scripts/install.sh --test     # also Debian's chromium (headless), for the HTML report test
 #   FSCIL_INSTALLER=pip bash scripts/install.sh  # use pip even where uv can be had
@@ -71,9 +71,10 @@ install() {
 
 if [ -z "${FSCIL_CORE_ONLY:-}" ]; then
   # One resolve for everything: the core, the Avalanche adapter, submitit (the local and Slurm
-  # executors of `fscil-bench run --executor`), test tools, and what learn2learn's build and
-  # import need (Cython; gym, which its import needs).
-  install -e ".[test,avalanche,cluster]" cython "gym==0.26.2"
+  # executors of `fscil-bench run --executor`), timm and open_clip (the pretrained track's
+  # backbones), test tools, and what learn2learn's build and import need (Cython; gym, which its
+  # import needs).
+  install -e ".[test,avalanche,cluster,pretrained]" cython "gym==0.26.2"
   # learn2learn 0.2.0 ships an sdist whose generated C does not compile on Python 3.11: rebuild
   # its extensions from the .pyx sources, skip its qpth/gsutil requirements (they pin numpy<2).
   if ! "$PY" -c "import learn2learn" 2>/dev/null; then
@@ -84,9 +85,9 @@ if [ -z "${FSCIL_CORE_ONLY:-}" ]; then
     fi
   fi
   "$PY" -c "import fscil_bench, torch, torchvision, pandas, tabulate, matplotlib"
-  "$PY" -c "import avalanche, learn2learn" 2>/dev/null \
-    && echo "installed: core, Avalanche, learn2learn" \
-    || { echo "error: Avalanche or learn2learn failed to install (see the installer's output above)" >&2; exit 1; }
+  "$PY" -c "import avalanche, learn2learn, timm, open_clip" 2>/dev/null \
+    && echo "installed: core, Avalanche, learn2learn, timm, open_clip" \
+    || { echo "error: Avalanche, learn2learn, timm or open_clip failed to install (see the installer's output above)" >&2; exit 1; }
 else
   install -e ".[test]"
   "$PY" -c "import fscil_bench, torch, torchvision, pandas, tabulate, matplotlib"

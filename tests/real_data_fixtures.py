@@ -207,3 +207,23 @@ class NearestMean(MethodBase):
 
     def memory(self) -> MemoryDeclaration:
         return MemoryDeclaration(feature_vectors=len(self.means))
+
+
+def write_yaml_benchmark(folder: Path, name: str = "squares", classes: int = 6, train: int = 8, test: int = 3,
+                         seed: int = 0) -> Path:
+    """A custom benchmark in ``folder``: ``<name>.yaml`` over an ImageFolder tree of 16 px PNGs in
+    ``folder/data`` (class ``c``: a flat class colour plus noise drawn with ``seed``), 2 base
+    classes then 2-way 3-shot sessions. Returns the YAML file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        for split, n in (("train", train), ("test", test)):
+            target = folder / "data" / split / f"class{c}"
+            target.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                Image.fromarray(class_image(c, 16, 16, rng)).save(target / f"img{k}.png")
+    yaml_file = folder / f"{name}.yaml"
+    yaml_file.write_text(f"name: {name}\nroot: data\nbase_classes: 2\nways: 2\nshots: 3\nimage_size: 16\n"
+                         "augment: crop_flip\n")
+    return yaml_file

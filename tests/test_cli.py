@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from fscil_bench.cli import main
 from fscil_bench.run.methods import discover
@@ -89,7 +90,8 @@ def test_console_script_is_installed_and_lists_methods(tmp_path, cache):
 
 
 INTERRUPT_PLUGIN = '''
-import os, time
+import os, threading
+from pathlib import Path
 import torch
 from fscil_bench import MethodBase
 
@@ -109,11 +111,14 @@ class Fast(MethodBase):
 
 
 class Slow(Fast):
+    """With $HOLD_FILE set: creates that file on starting, then never finishes (until killed)."""
+
     name = "slow"
 
     def fit_base(self, session, ctx):
-        if os.environ.get("SLOW_FOREVER"):
-            time.sleep(600)
+        if os.environ.get("HOLD_FILE"):
+            Path(os.environ["HOLD_FILE"]).touch()
+            threading.Event().wait()
         super().fit_base(session, ctx)
 '''
 
@@ -125,16 +130,16 @@ def test_killing_a_run_loses_nothing_that_finished(tmp_path, cache):
     exe = str(Path(sys.executable).parent / "fscil-bench")
     cmd = [exe, "run", "--benchmark", "glyphs100-tiny", "--plugin", str(plugin), "--methods", "fast,slow",
            "--seeds", "0", "1", "--output", str(runs)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "SLOW_FOREVER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    held = tmp_path / "slow-started"
+    proc = subprocess.Popen(cmd, env={**os.environ, "HOLD_FILE": str(held)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        # The runs go in order (fast 0, fast 1, slow 0): once slow has started, both fast runs are done.
+        wait_until(held.exists, "the slow method started", proc)
+    finally:
+        proc.kill()
+        proc.wait()
     done = runs / "glyphs100-tiny@1" / "fast" / "quick"
-    import time
-
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(done.glob("seed-*/record.json"))) < 2:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    proc.kill()
-    proc.wait()
     first = {p: p.read_text() for p in done.glob("seed-*/record.json")}
     assert len(first) == 2
     assert not list((runs / "glyphs100-tiny@1").glob("slow/*/*/record.json"))

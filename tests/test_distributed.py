@@ -12,7 +12,6 @@ scale (e.g. a batch seen twice, or a gradient off by the 4/3 : 2/3 factor of the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,24 +73,19 @@ def train_both(cache_dir: Path) -> dict[str, object]:
     return out
 
 
-def _worker(rank: int, world: int, port: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, folder: str) -> None:
+    # Rendezvous through a file, not a TCP port: no port to pick, so no race for one.
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
     try:
         torch.save(train_both(Path(folder) / "cache"), Path(folder) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
     folder = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, free_port(), str(folder)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(folder)), nprocs=2, join=True)
     return torch.load(folder / "rank0.pt"), torch.load(folder / "rank1.pt"), folder
 
 
@@ -154,7 +148,8 @@ def test_fscil_bench_run_works_under_torchrun(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FSCIL_BENCH_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "fscil_bench.cli", "run",
+        # --standalone: the rendezvous store binds a port the system assigns (no free-port race)
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "fscil_bench.cli", "run",
          "-b", "glyphs100-tiny", "-m", "prototype", "--device", "cpu", "-o", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

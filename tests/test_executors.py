@@ -9,11 +9,12 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import wait_until
 
 submitit = pytest.importorskip("submitit")
 
@@ -35,8 +36,9 @@ def cache_dir(tmp_path_factory) -> Path:
     return cache
 
 
-def grid_args(runs: Path, cache: Path, logs: Path, seeds: list[int], workers: int) -> list[str]:
-    return ["run", "-b", BENCH, "--plugin", PLUGIN, "-m", METHOD, "--seeds", *map(str, seeds), "--device", "cpu",
+def grid_args(runs: Path, cache: Path, logs: Path, seeds: list[int], workers: int, plugin: str = PLUGIN,
+              method: str = METHOD) -> list[str]:
+    return ["run", "-b", BENCH, "--plugin", plugin, "-m", method, "--seeds", *map(str, seeds), "--device", "cpu",
             "-o", str(runs), "--cache-dir", str(cache), "--executor", "local", "--workers", str(workers),
             "--slurm-folder", str(logs)]
 
@@ -48,9 +50,14 @@ def record_files(runs: Path) -> dict[int, Path]:
     return dict(zip(seeds, paths))
 
 
-def test_a_worker_waits_for_the_key_it_shares_then_skips_it(tmp_path, cache_dir):
+def test_a_worker_waits_for_the_key_it_shares_then_skips_it(tmp_path, cache_dir, monkeypatch):
     """Two workers given the same run: while one holds the key's lock the other waits; once the
     first has written the record, the second finds it complete and leaves it untouched."""
+    import fscil_bench.run.executors as executors
+
+    waiting = threading.Event()
+    real_lock = executors.exclusive_lock
+    monkeypatch.setattr(executors, "exclusive_lock", lambda path, on_wait=None: real_lock(path, lambda m: waiting.set()))
     job = GridJob(benchmark=BENCH, method=METHOD, seed=0, preset="quick", output=str(tmp_path / "runs"),
                   cache_dir=str(cache_dir), plugins=(PLUGIN,))
     store = ResultsStore(job.output)
@@ -59,33 +66,63 @@ def test_a_worker_waits_for_the_key_it_shares_then_skips_it(tmp_path, cache_dir)
     with key_lock(store.run_dir(key)):  # the first worker, running
         second = threading.Thread(target=lambda: answer.append(run_job(job)))
         second.start()
-        second.join(timeout=1.0)
-        assert second.is_alive() and not answer  # blocked on the lock, wrote nothing
+        assert waiting.wait(600), "the second worker never reached the lock"
+        assert not answer and not store.run_dir(key).joinpath("record.json").exists()  # blocked, wrote nothing
         record = store.write(key, {"status": "completed", "schema_version": SCHEMA_VERSION}, [], np.zeros(1))
         written = record.stat().st_mtime_ns, record.read_bytes()
-    second.join(timeout=60)
+    second.join()
     assert answer and answer[0][0] == "skipped"
     assert (record.stat().st_mtime_ns, record.read_bytes()) == written
 
 
+HOLD_PLUGIN = '''
+import os, threading
+from pathlib import Path
+import torch
+from fscil_bench import MethodBase
+
+
+class Held(MethodBase):
+    """Predicts class 0. The run whose seed is $HOLD_SEED creates $HOLD_FILE, then never finishes."""
+
+    name = "held"
+    presets = {"quick": {}}
+
+    def fit_base(self, session, ctx):
+        if str(ctx.seed) == os.environ.get("HOLD_SEED"):
+            Path(os.environ["HOLD_FILE"]).touch()
+            threading.Event().wait()
+        self.n = session.num_seen
+
+    def fit_session(self, session, ctx):
+        self.n = session.num_seen
+
+    def predict(self, images):
+        return torch.zeros(len(images), self.n)
+'''
+
+
 def test_a_killed_grid_resumes_without_losing_or_repeating_finished_runs(tmp_path, cache_dir, capsys):
     runs, logs, seeds = tmp_path / "runs", tmp_path / "logs", [0, 1, 2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # The whole grid (parent and its workers) in its own process group, killed once a record appears.
-    grid = subprocess.Popen([sys.executable, "-m", "fscil_bench.cli", *grid_args(runs, cache_dir, logs, seeds, 2)],
+    plugin, held = tmp_path / "held.py", tmp_path / "seed-2-started"
+    plugin.write_text(HOLD_PLUGIN)
+    args = grid_args(runs, cache_dir, logs, seeds, 2, plugin=str(plugin), method="held")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLD_SEED": "2", "HOLD_FILE": str(held)}
+    # The whole grid (parent and its workers) in its own process group. Two workers take seeds 0
+    # and 1; seed 2 starts only once one of them has finished (its record written), and never
+    # ends: the grid is killed then, with one or two runs finished and seed 2 not.
+    grid = subprocess.Popen([sys.executable, "-m", "fscil_bench.cli", *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 90
     try:
-        while not record_files(runs) and time.monotonic() < deadline and grid.poll() is None:
-            time.sleep(0.05)
+        wait_until(held.exists, "seed 2 started", grid)
     finally:
         os.killpg(grid.pid, signal.SIGKILL)
         grid.wait()
     finished = record_files(runs)
-    assert 1 <= len(finished) < len(seeds), "the grid should be cut midway"
+    assert 1 <= len(finished) and 2 not in finished, "the grid should be cut midway"
     before = {seed: (path.stat().st_mtime_ns, path.read_bytes()) for seed, path in finished.items()}
 
-    assert main(grid_args(runs, cache_dir, logs, seeds, 2)) == 0
+    assert main(args) == 0  # without $HOLD_SEED: every run finishes
     out = capsys.readouterr().out
     after = record_files(runs)
     assert sorted(after) == seeds  # every run, exactly once
@@ -93,7 +130,7 @@ def test_a_killed_grid_resumes_without_losing_or_repeating_finished_runs(tmp_pat
         assert (after[seed].stat().st_mtime_ns, after[seed].read_bytes()) == (mtime, content)
         assert f"seed {seed}: already complete, skipped" in out
     store = ResultsStore(runs)
-    assert all(store.is_complete(RunKey(get_benchmark(BENCH).id, METHOD, "quick", s)) for s in seeds)
+    assert all(store.is_complete(RunKey(get_benchmark(BENCH).id, "held", "quick", s)) for s in seeds)
     assert "3 of 3 runs complete" in out
 
 
@@ -113,9 +150,8 @@ def test_the_slurm_grid_is_one_job_array_with_the_requested_resources(tmp_path, 
     runs, folder = tmp_path / "runs", tmp_path / "submitit"
     # A finished run is not resubmitted.
     bench_id = get_benchmark(BENCH).id
-    finished = ResultsStore(runs).run_dir(RunKey(bench_id, "prototype", "quick", 0))
-    finished.mkdir(parents=True)
-    (finished / "record.json").write_text(f'{{"status": "completed", "schema_version": {SCHEMA_VERSION}}}')
+    ResultsStore(runs).write(RunKey(bench_id, "prototype", "quick", 0),
+                             {"status": "completed", "schema_version": SCHEMA_VERSION}, [], np.zeros(1))
 
     code = main(["run", "-b", BENCH, "-m", "prototype", "--seeds", "0", "1", "2", "3", "4", "-o", str(runs),
                  "--executor", "slurm", "--slurm-partition", "gpu", "--slurm-gpus", "2", "--slurm-time", "90",

@@ -59,13 +59,15 @@ def _importers(library: str) -> set[str]:
 def test_each_library_is_imported_by_exactly_one_adapter_module():
     assert _importers("avalanche") == {"fscil_bench/integrations/avalanche_adapter.py"}
     assert _importers("learn2learn") == {"fscil_bench/integrations/learn2learn_tasks.py"}
+    assert _importers("timm") == {"fscil_bench/integrations/timm_backbones.py"}
+    assert _importers("open_clip") == {"fscil_bench/integrations/open_clip_backbones.py"}
 
 
 CORE_WITHOUT_LIBRARIES = """
 import importlib.abc, sys
 from pathlib import Path
 
-BLOCKED = ("avalanche", "learn2learn")
+BLOCKED = ("avalanche", "learn2learn", "timm", "open_clip")
 
 
 class Block(importlib.abc.MetaPathFinder):
@@ -95,13 +97,24 @@ for name in ("avalanche-naive", "cec"):
     failed = run_method(bench, registry.get(name), "quick", 0, options)
     assert failed.status == "failed" and failed.error["type"] == "ImportError", failed.error
     assert "pip install" in failed.error["message"] or "install" in failed.error["message"], failed.error["message"]
+# The frozen-feature methods run without timm and open_clip on the base model; with library
+# weights they fail with the line saying what to install.
+assert run_method(bench, registry.get("simplecil"), "quick", 0, options).status == "completed"
+import dataclasses
+weights = Path(CACHE) / "vit.pth"
+weights.write_bytes(b"not read")
+hp = dataclasses.replace(registry.get("simplecil").presets["quick"], pretrained=str(weights), backbone="timm:vit_tiny_patch16_224")
+on_timm = type("OnTimm", (registry.get("simplecil"),), {"presets": {"quick": hp}})
+failed = run_method(bench, on_timm, "quick", 0, options)
+assert failed.status == "failed" and failed.error["type"] == "ImportError", failed.error
+assert "pip install 'fscil-bench[pretrained]'" in failed.error["message"], failed.error["message"]
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 print("core ok", round(result.metrics["last"], 3))
 """
 
 
-def test_core_imports_and_runs_with_neither_avalanche_nor_learn2learn(tmp_path):
+def test_core_imports_and_runs_without_avalanche_learn2learn_timm_or_open_clip(tmp_path):
     script = CORE_WITHOUT_LIBRARIES.replace("TESTS", repr(str(REPO / "tests"))).replace("CACHE", repr(str(tmp_path)))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

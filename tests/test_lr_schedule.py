@@ -84,3 +84,72 @@ def test_the_loop_sets_each_steps_rate_and_averages_the_loss_per_epoch():
     assert float(weight.detach()) == pytest.approx(2.616)
     assert loop.end_epoch() == pytest.approx((4 + 2.56 + 0.9216) / 3)
     assert loop.end_epoch() == 0.0 and loop.steps_done == 3
+
+
+# --- mmcv's convention: the values NC-FSCIL's logs print (NeuralCollapseApplications/FSCIL@37a5475 logs/) ---
+
+def _nc_cifar(i: int) -> float:
+    return learning_rate(i, 11750, 0.25, convention="mmcv", warmup=100, warmup_start=0.1, floor=0.01, cooldown=10,
+                         cooldown_factor=0.001)
+
+
+def printed(rate: float) -> str:
+    """A rate as mmcv's text logger prints it (three decimals in scientific notation)."""
+    return f"{rate:.3e}"
+
+
+def test_mmcv_cosine_with_cool_down_gives_nc_fscils_cifar_base_rates():
+    assert printed(_nc_cifar(9)) == "4.525e-02"
+    assert printed(_nc_cifar(109)) == "2.499e-01"
+    # the warm-up multiplies the cosine: 0.1 + 0.009 i of reg(i)
+    reg = 0.0025 + 0.12375 * (1 + math.cos(math.pi * 50 / 11740))
+    assert _nc_cifar(50) == pytest.approx(reg * (0.1 + 0.009 * 50), rel=1e-12)
+    # the cosine reaches its floor exactly at i = T - C, then 9 cool-down iterations at 0.1%
+    assert _nc_cifar(11740) == pytest.approx(2.5e-3, rel=1e-12)
+    assert [_nc_cifar(i) for i in range(11741, 11750)] == pytest.approx([2.5e-4] * 9)
+
+
+def test_mmcv_step_by_epoch_gives_nc_fscils_mini_base_rates():
+    recipe = SGDRecipe(epochs=500, repeat=10, lr=0.25, batch_size=512, schedule="step", convention="mmcv",
+                       milestones=(200, 300, 350, 400, 450), gamma=0.25, warmup_steps=3000, warmup_start=0.25)
+    assert printed(recipe.lr_at(9, 586)) == "6.306e-02"  # 0.25 (0.25 + 0.00025 i)
+    assert recipe.lr_at(3000, 586) == pytest.approx(0.25)
+    # x0.25 once a runner epoch (10 passes, 586 iterations) reaches 20, 30, 35, 40, 45
+    assert recipe.lr_at(20 * 586 - 1, 586) == pytest.approx(0.25)
+    assert recipe.lr_at(20 * 586, 586) == pytest.approx(0.0625)
+    assert recipe.lr_at(50 * 586 - 1, 586) == pytest.approx(2.44140625e-4)
+
+
+def test_cub_base_rates_with_a_floor_of_ten_percent():
+    recipe = SGDRecipe(epochs=80, repeat=4, lr=0.025, batch_size=512, convention="mmcv", warmup_steps=100,
+                       warmup_start=0.1, min_lr=0.1, cooldown_steps=10, cooldown_factor=0.01)
+    assert printed(recipe.lr_at(105, 24)) == "2.234e-02"
+    assert recipe.lr_at(479, 24) == pytest.approx(2.5e-4)
+    assert recipe.lr_at(470, 24) == pytest.approx(2.5e-3)
+
+
+@pytest.mark.parametrize("lr,steps,first", [(0.25, 50, 0.069916), (0.025, 100, 0.0069981), (0.05, 105, 0.0139966)])
+def test_nc_fscils_incremental_counter_starts_at_one(lr, steps, first):
+    recipe = StepRecipe(steps=steps, lr=lr, convention="mmcv", first_step=1, warmup_steps=5, warmup_start=0.1,
+                        min_lr=0.01, cooldown_steps=5, cooldown_factor=0.001)
+    assert recipe.lr_at(0) == pytest.approx(first, rel=1e-4)  # the logs' first step: 0.28 of the cosine
+    cosine = [lr * (0.01 + 0.495 * (1 + math.cos(math.pi * k / (steps - 5)))) for k in range(1, 5)]
+    assert [recipe.lr_at(j) for j in range(4)] == pytest.approx([c * f for c, f in zip(cosine, (0.28, 0.46, 0.64, 0.82))])
+    assert recipe.lr_at(4) == pytest.approx(lr * (0.01 + 0.495 * (1 + math.cos(math.pi * 5 / (steps - 5)))))
+    assert [recipe.lr_at(j) for j in range(steps - 5, steps)] == pytest.approx([lr * 0.001] * 5)
+    assert recipe.lr_at(steps - 6) == pytest.approx(lr * 0.01)  # the floor, just before the cool-down
+
+
+def test_a_step_list_overrides_the_recipes_own_length():
+    recipe = StepRecipe(steps=10, lr=1.0, convention="mmcv", first_step=1, cooldown_steps=5, cooldown_factor=0.5)
+    assert recipe.lr_at(19, 20) == pytest.approx(0.5) and recipe.lr_at(9) == pytest.approx(0.5)
+    assert recipe.lr_at(9, 20) < 1.0 and recipe.lr_at(9, 20) != 0.5
+
+
+def test_unknown_convention_and_bad_repeat_are_errors():
+    with pytest.raises(ValueError, match="unknown learning-rate convention"):
+        learning_rate(0, 10, 1.0, convention="keras")
+    with pytest.raises(ValueError, match="multiple of repeat"):
+        SGDRecipe(epochs=10, lr=0.1, repeat=4)
+    with pytest.raises(ValueError, match="unknown checkpoint rule"):
+        SGDRecipe(epochs=10, lr=0.1, checkpoint="best")

@@ -33,7 +33,8 @@ def test_every_named_view_gives_the_published_size(name):
     view = build_view(name, ViewInputs(family, Normalization((0, 0, 0), (1, 1, 1))))
     out = view(torch.randint(0, 256, (3, stored, stored, 3), dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, size, size)
-    assert VIEWS.get(name).source.split("@")[0] in ("NeuralCollapseApplications/FSCIL", "icoz69/CEC-CVPR2021")
+    assert VIEWS.get(name).source.split("@")[0] in ("NeuralCollapseApplications/FSCIL", "icoz69/CEC-CVPR2021",
+                                                     "CanPeng123/FSCIL_ALICE")
 
 
 def test_published_normalisation_on_its_family_and_the_benchmarks_elsewhere():
@@ -130,3 +131,14 @@ def test_a_bad_view_name_fails_the_run_before_training(synthetic_benchmark, run_
 
     result = run_method(synthetic_benchmark, Bad, "quick", 0, run_options)
     assert result.status == "failed" and "unknown view 'no-such-view'" in result.error["message"]
+
+
+def test_a_benchmark_tells_views_its_family_normalisation_and_whether_it_mirrors(synthetic_benchmark):
+    from dataclasses import replace
+
+    from fscil_bench.data.transforms import CropFlip
+
+    inputs = synthetic_benchmark.view_inputs()
+    assert inputs.family == "synthetic" and inputs.norm == synthetic_benchmark.eval_transform.norm and inputs.flip
+    no_mirror = replace(synthetic_benchmark, train_transform=CropFlip(inputs.norm, size=16, flip=False))
+    assert not no_mirror.view_inputs().flip

@@ -10,7 +10,13 @@ import torch
 
 from fscil_bench.cli import main
 from fscil_bench.models import build_backbone
-from fscil_bench.models.weights import KNOWN_WEIGHTS, WeightsError, WeightsSpec, load_state_dict, resolve_weights
+from fscil_bench.models.weights import (
+    KNOWN_WEIGHTS,
+    WeightsError,
+    WeightsSpec,
+    load_state_dict,
+    resolve_weights,
+)
 from fscil_bench.protocol import BenchmarkInfo, Context
 from fscil_bench.toolkit.backbones import backbone_init
 

@@ -1,6 +1,6 @@
 """The ``fscil-bench`` command.
 
-One module per command (``run``, ``list``, ``report``, ``data verify``, ``weights``), each with its
+One module per command (``run``, ``list``, ``report``, ``data verify``, ``weights``, ``recipe``), each with its
 ``add_parser``; a new command is a module and one line in :data:`COMMANDS`. Errors a user can
 fix (unknown names, unwritable folders, missing data) print one line starting with ``error:``
 and exit with status 2; they never print a traceback.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fscil_bench.cli import data, listing, report, run, weights
+from fscil_bench.cli import data, listing, recipe, report, run, weights
 from fscil_bench.cli.common import UserError
 
-COMMANDS = (run, listing, report, data, weights)
+COMMANDS = (run, listing, report, data, weights, recipe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,11 +17,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fscil_bench.models.weights import KNOWN_WEIGHTS
 
     folder = weights_folder(args)
-    print(f"Known weights (folder {folder}):")
+    print(f"Known weights (folder {folder}; none is shipped, 'fscil-bench weights fetch NAME' downloads one):")
     for name in KNOWN_WEIGHTS.names():
         spec = KNOWN_WEIGHTS.get(name)
         present = "present" if (folder / spec.file).is_file() else "missing"
-        print(f"  {name:40s} {spec.file:28s} {present:8s} {spec.trained_on}")
+        print(f"  {name:36s} {spec.backbone:30s} {present:8s} {spec.trained_on}")
     return 0
 
 

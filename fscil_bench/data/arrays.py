@@ -11,6 +11,7 @@ For a CUDA device each batch is gathered into pinned (page-locked) host memory a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -88,6 +89,14 @@ class LabelledImages:
     def classes(self) -> list[int]:
         return sorted(set(self._labels.tolist()))
 
+    def digest(self) -> str:
+        """sha256 of the images' shape, the raw images (uint8, row-major) and the labels (int64):
+        what keys every cache entry derived from these samples."""
+        digest = hashlib.sha256(repr(tuple(self._images.shape)).encode())
+        digest.update(np.ascontiguousarray(self._images.numpy()))
+        digest.update(np.ascontiguousarray(self._labels.to(torch.int64).numpy()))
+        return digest.hexdigest()
+
     def batches(
         self,
         batch_size: int,
@@ -98,12 +107,16 @@ class LabelledImages:
         device: torch.device | str = "cpu",
         drop_last: bool = False,
         pin_memory: bool | None = None,
+        repeat: int = 1,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images, labels)`` on ``device``; images transformed (on ``device``) and
-        normalised. ``pin_memory`` (default: for CUDA devices) stages each copy in pinned memory."""
-        n = len(self)
+        normalised. ``pin_memory`` (default: for CUDA devices) stages each copy in pinned memory.
+        ``repeat`` walks ``repeat`` copies of the set in one (shuffled) order (mmcv's ``RepeatDataset``)."""
+        n = len(self) * repeat
         pin = pin_by_default(device) if pin_memory is None else pin_memory
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if repeat > 1:
+            order = order % len(self)
         transform = self.train_transform if augment else self.eval_transform
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
@@ -111,8 +124,8 @@ class LabelledImages:
             raw = to_device(self._images[idx], device, pin)
             yield transform(raw, generator), to_device(self._labels[idx], device, pin)
 
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
+    def num_batches(self, batch_size: int, drop_last: bool = False, repeat: int = 1) -> int:
+        n = len(self) * repeat
         return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
 
 

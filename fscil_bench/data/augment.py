@@ -23,7 +23,7 @@ sampling (ten tries, then a centre crop). The operations below follow the publis
   random order per image; brightness blends with black, contrast with the mean grey level,
   saturation with the grey image, each clipped to [0, 1].
 * :class:`RandomGrayscale`, :class:`HorizontalFlip`, :class:`RandomCrop` (zero padding),
-  :class:`Resize` and :class:`CenterCrop` as in torchvision.
+  :class:`Resize`, :class:`CenterCrop` and :class:`RandomApply` as in torchvision.
 
 The official pipelines of the field work on 8-bit images until they normalise them; a
 :class:`Pipeline` with ``uint8_steps=True`` rounds every operation's output to the 256 levels
@@ -143,6 +143,9 @@ class RandomCrop:
         b = x.shape[0]
         padded = F.pad(x, (self.padding,) * 4, value=self.fill) if self.padding else x
         span_h, span_w = padded.shape[2] - self.size + 1, padded.shape[3] - self.size + 1
+        if span_h < 1 or span_w < 1:
+            raise ValueError(f"a random crop of {self.size} px needs images of at least {self.size - 2 * self.padding} px "
+                             f"(got {tuple(x.shape[-2:])})")
         corner = _rand((b, 2), generator)
         rows0 = _on((corner[:, 0] * span_h).long(), x.device)
         cols0 = _on((corner[:, 1] * span_w).long(), x.device)
@@ -190,7 +193,7 @@ class CenterCrop:
 
 def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
-    high, low = x.max(1).values, x.min(1).values
+    high, low = x.amax(1), x.amin(1)
     span = high - low
     safe = torch.where(span == 0, torch.ones_like(span), span)
     s = span / torch.where(high == 0, torch.ones_like(high), high)
@@ -201,13 +204,12 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    # Channel n of (R, G, B) = (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6 h) mod 6:
+    # the piecewise-linear form of the six-sector conversion, without building the six sectors.
     h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = torch.stack([torch.stack(c, 1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 1)
-    return table.gather(1, i.view(i.shape[0], 1, 1, *i.shape[1:]).expand(-1, 1, 3, -1, -1)).squeeze(1)
+    n = torch.tensor((5.0, 3.0, 1.0), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    k = (n + 6.0 * h.unsqueeze(1)) % 6.0
+    return v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0, 1))
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -285,6 +287,19 @@ class RandomGrayscale:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         pick = _on(_rand((x.shape[0],), generator) < self.p, x.device).view(-1, 1, 1, 1)
         return torch.where(pick, grey(x, self.luma).expand_as(x), x)
+
+
+@dataclass(frozen=True)
+class RandomApply:
+    """Apply ``operation`` to each image with probability ``p`` (torchvision's ``RandomApply``, decided
+    per image). The decisions are drawn first, then the operation's own numbers for the whole batch."""
+
+    operation: Operation
+    p: float = 0.5
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        pick = _on(_rand((x.shape[0],), generator) < self.p, x.device).view(-1, 1, 1, 1)
+        return torch.where(pick, self.operation(x, generator), x)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ a benchmark run, so each split is decoded once, at a fixed stored size, into one
 file that fails the check is decoded again.
 
 The cache key is the dataset, the split, the stored size, how images are fitted to it, and a
-fingerprint of the ordered list of source files (relative path and byte size), so a changed
-dataset never reads a stale cache.
+fingerprint of the ordered list of source files (relative path, byte size and modification
+time), so a changed dataset never reads a stale cache: a file replaced by one of the same size
+still carries a new modification time.
 
 Fitting an image to the stored ``size`` (see :func:`fit_image`):
 
@@ -155,14 +156,16 @@ def decode_images(files: Sequence[Path], size: int, fit: str, out: np.ndarray | 
 
 
 def files_fingerprint(files: Sequence[Path], root: Path) -> str:
-    """A digest of the ordered file list: each file's path relative to ``root`` and its byte size."""
+    """A digest of the ordered file list: each file's path relative to ``root``, its byte size and
+    its modification time (ns)."""
     entries = []
     for f in files:
         try:
             rel = str(Path(f).relative_to(root))
         except ValueError:
             rel = str(f)
-        entries.append([rel, os.path.getsize(f)])
+        info = os.stat(f)
+        entries.append([rel, info.st_size, info.st_mtime_ns])
     return stable_hash(entries, length=16)
 
 

@@ -12,29 +12,39 @@ normalisation and whether a mirror image keeps its class. A view that names its 
 normalisation constants uses them on the family they were published for and the benchmark's
 elsewhere; a view with a flip leaves the flip out where mirroring changes the class
 (glyphs100). The views of the published recipes (sources: NeuralCollapseApplications/FSCIL@37a5475,
-icoz69/CEC-CVPR2021@3a5d335):
+icoz69/CEC-CVPR2021@3a5d335, CanPeng123/FSCIL_ALICE@955e640):
 
-==================  ==========================================================================
-``nc-cifar-train``  RandomResizedCrop 32, scale (0.6, 1), bicubic without antialiasing (OpenCV);
-                    flip 0.5; mmcls ColorJitter 0.4/0.4/0.4 (no hue; grey weights applied to the
-                    RGB array in OpenCV's BGR order, as NC-FSCIL does on CIFAR); NC's CIFAR
-                    normalisation (``configs/_base_/datasets/cifar_fscil.py:8-16``)
-``nc-cifar-test``   resize to 36 (bicubic, OpenCV), centre crop 32 (``cifar_fscil.py:18-24``)
-``nc-mini-train``   RandomResizedCrop 84 (scale 0.08-1, bilinear, OpenCV), flip, ColorJitter 0.4;
-                    ImageNet normalisation (``configs/_base_/datasets/mini_imagenet_fscil.py:9-18``)
-``nc-mini-test``    resize the shorter side to 96 (bilinear, OpenCV), centre crop 84 (``:20-27``)
-``nc-cub-train``    RandomResizedCrop 224 of the whole image, flip, ColorJitter 0.4 (``cub_fscil.py:10-19``)
-``nc-cub-test``     resize the shorter side to 256, centre crop 224 (``cub_fscil.py:21-28``)
-``cec-cifar-train`` random crop 32 with 4 px of black padding, flip; CEC's CIFAR normalisation
-                    (``dataloader/cifar100/cifar.py:74-85``)
-``cec-cifar-test``  the image as it is, CEC's CIFAR normalisation
-``cec-mini-train``  torchvision RandomResizedCrop 84 (bilinear, antialiased), flip
-                    (``dataloader/miniimagenet/miniimagenet.py:48-66``)
-``cec-mini-test``   resize to 92 x 92 (both sides), centre crop 84
-``cec-cub-train``   resize the shorter side to 256, torchvision RandomResizedCrop 224, flip
-                    (``dataloader/cub200/cub200.py:20-39``)
-``cec-cub-test``    resize the shorter side to 256, centre crop 224
-==================  ==========================================================================
+======================  ==========================================================================
+``nc-cifar-train``      RandomResizedCrop 32, scale (0.6, 1), bicubic without antialiasing (OpenCV);
+                        flip 0.5; mmcls ColorJitter 0.4/0.4/0.4 (no hue; grey weights applied to the
+                        RGB array in OpenCV's BGR order, as NC-FSCIL does on CIFAR); NC's CIFAR
+                        normalisation (``configs/_base_/datasets/cifar_fscil.py:8-16``)
+``nc-cifar-test``       resize to 36 (bicubic, OpenCV), centre crop 32 (``cifar_fscil.py:18-24``)
+``nc-mini-train``       RandomResizedCrop 84 (scale 0.08-1, bilinear, OpenCV), flip, ColorJitter 0.4;
+                        ImageNet normalisation (``configs/_base_/datasets/mini_imagenet_fscil.py:9-18``)
+``nc-mini-test``        resize the shorter side to 96 (bilinear, OpenCV), centre crop 84 (``:20-27``)
+``nc-cub-train``        RandomResizedCrop 224 of the whole image, flip, ColorJitter 0.4 (``cub_fscil.py:10-19``)
+``nc-cub-test``         resize the shorter side to 256, centre crop 224 (``cub_fscil.py:21-28``)
+``cec-cifar-train``     random crop 32 with 4 px of black padding, flip; CEC's CIFAR normalisation
+                        (``dataloader/cifar100/cifar.py:74-85``)
+``cec-cifar-test``      the image as it is, CEC's CIFAR normalisation
+``cec-mini-train``      torchvision RandomResizedCrop 84 (bilinear, antialiased), flip
+                        (``dataloader/miniimagenet/miniimagenet.py:48-66``)
+``cec-mini-test``       resize to 92 x 92 (both sides), centre crop 84
+``cec-cub-train``       resize the shorter side to 256, torchvision RandomResizedCrop 224, flip
+                        (``dataloader/cub200/cub200.py:20-39``)
+``cec-cub-test``        resize the shorter side to 256, centre crop 224
+``alice-cifar-train``   torchvision RandomResizedCrop 32 (scale 0.2-1), flip, ColorJitter
+                        0.4/0.4/0.4/0.1 applied with p 0.8, grayscale with p 0.2; ALICE's normalisation
+                        (CIFAR-10's constants, on all three datasets) (``alice/dataloader/cifar100/cifar.py:72-79``)
+``alice-cifar-test``    resize to 36 (bicubic), centre crop 32 (``cifar.py:81-86``)
+``alice-mini-train``    resize to 92 x 92, then as ``alice-cifar-train`` at 84 px
+                        (``alice/dataloader/miniimagenet/miniimagenet.py:45-53``)
+``alice-mini-test``     resize to 92 x 92, centre crop 84 (``miniimagenet.py:63-68``)
+``alice-cub-train``     resize the shorter side to 256, then as ``alice-cifar-train`` at 224 px
+                        (``alice/dataloader/cub200/cub200.py:19-27``)
+``alice-cub-test``      resize the shorter side to 256, centre crop 224 (``cub200.py:38-43``)
+======================  ==========================================================================
 
 Every step of these views works on 8-bit levels (:class:`~fscil_bench.data.augment.Pipeline`'s
 ``uint8_steps``), as the official pipelines do on uint8 images.
@@ -52,7 +62,9 @@ from fscil_bench.data.augment import (
     HorizontalFlip,
     Operation,
     Pipeline,
+    RandomApply,
     RandomCrop,
+    RandomGrayscale,
     RandomResizedCrop,
     Resize,
 )
@@ -66,6 +78,10 @@ NC_CIFAR_NORM = Normalization(mean=(129.304 / 255, 124.070 / 255, 112.434 / 255)
 CEC_CIFAR_NORM = Normalization(mean=(0.507, 0.487, 0.441), std=(0.267, 0.256, 0.276))
 #: ImageNet's constants (NC-FSCIL's mini and CUB pipelines, CEC's mini and CUB loaders).
 IMAGENET_NORM = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+#: ALICE's constants on every dataset: CIFAR-10's (``alice/dataloader/cifar100/cifar.py:78``,
+#: ``miniimagenet.py:52``, ``cub200.py:26``).
+ALICE_NORM = Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
 
 #: OpenCV's BGR grey weights applied to an RGB array: NC-FSCIL's ColorJitter on CIFAR (whose
 #: arrays are RGB while mmcv's grey conversion assumes BGR) weighs R by 0.114 and B by 0.299.
@@ -129,8 +145,17 @@ def _pipeline(norm: Normalization, *steps: Operation) -> Pipeline:
     return Pipeline(norm, tuple(steps), uint8_steps=True)
 
 
+def _alice_train(inputs: ViewInputs, family: str, size: int, *resize: Operation) -> Pipeline:
+    """ALICE's training view: ``resize`` steps, then RandomResizedCrop ``size`` (scale 0.2-1), flip,
+    ColorJitter 0.4/0.4/0.4/0.1 with p 0.8 and grayscale with p 0.2 (torchvision on PIL images)."""
+    jitter = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, uint8_levels=True)
+    return _pipeline(_norm(inputs, family, ALICE_NORM), *resize, RandomResizedCrop(size, (0.2, 1.0)), *_flip(inputs),
+                     RandomApply(jitter, 0.8), RandomGrayscale(0.2))
+
+
 NC = "NeuralCollapseApplications/FSCIL@37a5475"
 CEC = "icoz69/CEC-CVPR2021@3a5d335"
+ALICE = "CanPeng123/FSCIL_ALICE@955e640"
 
 VIEWS: Registry[View] = Registry("view")
 for _view in (
@@ -170,6 +195,21 @@ for _view in (
          lambda i: _pipeline(_norm(i, "cub200", IMAGENET_NORM), Resize(256), RandomResizedCrop(224), *_flip(i))),
     View("cec-cub-test", "resize the shorter side to 256, centre crop 224", f"{CEC} dataloader/cub200/cub200.py:34-39",
          lambda i: _pipeline(_norm(i, "cub200", IMAGENET_NORM), Resize(256), CenterCrop(224))),
+    View("alice-cifar-train", "RandomResizedCrop 32 (scale 0.2-1), flip, ColorJitter 0.4/0.4/0.4/0.1 (p 0.8), "
+         "grayscale (p 0.2)", f"{ALICE} alice/dataloader/cifar100/cifar.py:72-79",
+         lambda i: _alice_train(i, "cifar100", 32)),
+    View("alice-cifar-test", "resize to 36 (bicubic), centre crop 32", f"{ALICE} alice/dataloader/cifar100/cifar.py:81-86",
+         lambda i: _pipeline(_norm(i, "cifar100", ALICE_NORM), Resize(36, "bicubic"), CenterCrop(32))),
+    View("alice-mini-train", "resize to 92 x 92, RandomResizedCrop 84 (scale 0.2-1), flip, ColorJitter (p 0.8), "
+         "grayscale (p 0.2)", f"{ALICE} alice/dataloader/miniimagenet/miniimagenet.py:45-53",
+         lambda i: _alice_train(i, "mini_imagenet", 84, Resize(92, square=True))),
+    View("alice-mini-test", "resize to 92 x 92, centre crop 84", f"{ALICE} alice/dataloader/miniimagenet/miniimagenet.py:63-68",
+         lambda i: _pipeline(_norm(i, "mini_imagenet", ALICE_NORM), Resize(92, square=True), CenterCrop(84))),
+    View("alice-cub-train", "resize the shorter side to 256, RandomResizedCrop 224 (scale 0.2-1), flip, ColorJitter "
+         "(p 0.8), grayscale (p 0.2)", f"{ALICE} alice/dataloader/cub200/cub200.py:19-27",
+         lambda i: _alice_train(i, "cub200", 224, Resize(256))),
+    View("alice-cub-test", "resize the shorter side to 256, centre crop 224", f"{ALICE} alice/dataloader/cub200/cub200.py:38-43",
+         lambda i: _pipeline(_norm(i, "cub200", ALICE_NORM), Resize(256), CenterCrop(224))),
 ):
     VIEWS.add(_view.name, _view)
 

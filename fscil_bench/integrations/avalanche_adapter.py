@@ -80,13 +80,14 @@ import torch
 from torch import nn
 
 from fscil_bench.data.arrays import BatchTransform
-from fscil_bench.models import build_backbone
 from fscil_bench.models.inference import inference_network
 from fscil_bench.protocol import Context, MemoryDeclaration, MethodBase, Session
+from fscil_bench.toolkit.backbones import backbone_init
 from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
     QUICK_BASE_SGD,
     cross_entropy_base_model,
+    cross_entropy_recipe_for,
 )
 from fscil_bench.toolkit.exemplars import subsample_per_class
 from fscil_bench.toolkit.training import SGDRecipe
@@ -244,6 +245,9 @@ class AvalancheHparams:
         epochs, batch_size, lr, momentum, weight_decay: the strategy's SGD on each few-shot session
             (``base_lr`` on the base experience).
         eval_batch_size: the strategy's evaluation mini-batch.
+        pretrained, frozen_stages: the backbone's initial weights
+            (:func:`fscil_bench.toolkit.backbones.backbone_init`).
+        train_view, test_view: the method's own views (None: the benchmark's transforms).
     """
 
     backbone: str = QUICK_BACKBONE
@@ -258,6 +262,10 @@ class AvalancheHparams:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     eval_batch_size: int = 256
+    pretrained: str | None = None
+    frozen_stages: int = -1
+    train_view: str | None = None
+    test_view: str | None = None
 
 
 class AvalancheStrategyMethod(MethodBase):
@@ -279,15 +287,21 @@ class AvalancheStrategyMethod(MethodBase):
         with quiet():
             return avalanche().EvaluationPlugin()
 
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: AvalancheHparams = ctx.hparams
+        return ([cross_entropy_recipe_for(ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages)]
+                if hp.init_from_base_model else [])
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: AvalancheHparams = ctx.hparams
         av = avalanche()
         if hp.init_from_base_model:
-            base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base)
+            base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages)
             backbone = copy.deepcopy(base.backbone)  # the cached model may be shared in this process
         else:
+            init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
             torch.manual_seed(ctx.stage_seed("avalanche-init"))
-            backbone = build_backbone(hp.backbone)
+            backbone = init.build()
         classifier = av.IncrementalClassifier(backbone.out_dim, initial_out_features=session.num_seen)
         if hp.init_from_base_model:
             with torch.no_grad():

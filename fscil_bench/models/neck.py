@@ -42,7 +42,11 @@ class ProjectionNeck(nn.Module):
         self.shortcut = nn.Linear(in_dim, out_dim, bias=False)
         self.in_dim, self.out_dim = in_dim, out_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``W3 z + S x`` before the normalisation (NC-FSCIL's feature mixup mixes these)."""
         if x.dim() == 4:
             x = x.mean(dim=(2, 3))
-        return F.normalize(self.mlp(x) + self.shortcut(x), dim=1)
+        return self.mlp(x) + self.shortcut(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(x), dim=1)

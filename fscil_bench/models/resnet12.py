@@ -10,7 +10,8 @@ Four residual blocks with ``channels`` outputs (64-160-320-640 by default). Each
 i.e. three 3x3 conv-BN-LeakyReLU layers (the last activation applied after the 1x1 conv-BN
 shortcut is added) and a 2x2 max-pool. Global average pooling of the last map gives the
 ``channels[-1]``-dimensional feature (640). A 32 px input ends as a 2x2 map, an 84 px input
-as 5x5.
+as 5x5. Convolutions start from Kaiming-normal weights (fan-out, gain sqrt(2)), BatchNorms at
+weight 1 and bias 0, as NC-FSCIL initialises them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class ResNet12(nn.Module):
         self.out_dim = channels[-1]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu", a=negative_slope)
+                # NC-FSCIL's init (mmfewshot resnet12.py:171-178): a = 0, i.e. gain sqrt(2)
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, before pooling."""

@@ -1,4 +1,7 @@
-"""Read the results store and aggregate records per benchmark and per (method, preset).
+"""Read the results store and aggregate records per (benchmark, track) and per (method, preset).
+
+Runs of different tracks (:mod:`fscil_bench.results.tracks`: from scratch, or from some pretrained
+weights) never share a :class:`BenchmarkResults`, so no table ranks them against each other.
 
 Every metric of :data:`fscil_bench.metrics.descriptors.METRICS` is computed here for each
 completed record: the prediction-based ones from the run's own ``predictions.npz`` (never from the
@@ -28,6 +31,7 @@ from fscil_bench.metrics.descriptors import (
     disagreements,
 )
 from fscil_bench.results.store import ResultsStore
+from fscil_bench.results.tracks import SCRATCH, overlapping_families, record_track, record_weights
 
 NAN = float("nan")
 
@@ -49,6 +53,7 @@ class MethodRow:
     preset: str
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
+    not_clean: list[str] = field(default_factory=list)  # why the row's protocol is not clean (not ranked)
     seeds: list[int] = field(default_factory=list)  # completed seeds
     failed: dict[int, str] = field(default_factory=dict)  # seed -> why
     missing: list[int] = field(default_factory=list)  # seeds other rows of this preset have
@@ -85,17 +90,31 @@ class MethodRow:
 
 @dataclass
 class BenchmarkResults:
-    """All rows of one benchmark id (``name@version``) and the raw records, for provenance."""
+    """All rows of one benchmark id (``name@version``) in one track, and the raw records, for
+    provenance; ``weights`` are the distinct pretrained weights its records state, ``overlaps``
+    the benchmark family when some of them were trained on data holding its classes."""
 
     id: str
     family: str
     rows: dict[tuple[str, str], MethodRow]
     records: list[dict[str, Any]]
+    track: str = SCRATCH
+    weights: list[dict[str, Any]] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``glyphs100@1`` for the from-scratch track, ``glyphs100@1~<track>`` for another."""
+        return self.id if self.track == SCRATCH else f"{self.id}~{self.track}"
+
+    @property
+    def title(self) -> str:
+        return self.id if self.track == SCRATCH else f"{self.id}, track {self.track}"
 
     @property
     def stem(self) -> str:
-        """File-name stem: ``glyphs100@1`` -> ``glyphs100-v1``."""
-        return self.id.replace("@", "-v")
+        """File-name stem: ``glyphs100@1`` -> ``glyphs100-v1`` (``-<track>`` appended for another track)."""
+        return self.id.replace("@", "-v") + ("" if self.track == SCRATCH else f"-{self.track}")
 
     @property
     def num_sessions(self) -> int:
@@ -147,9 +166,13 @@ def _add(row: MethodRow, entry: RecordEntry, metrics: Sequence[MetricDescriptor]
     method = record["method"]
     row.oracle = row.oracle or bool(method.get("oracle"))
     extra = method.get("extra_data")
-    for item in extra if isinstance(extra, list) else [extra] if extra else []:
-        if str(item) not in row.extra_data:
+    run_extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    for item in [*items, run_extra.get("extra_data")]:  # the method's own, and pretrained weights of this run
+        if item and str(item) not in row.extra_data:
             row.extra_data.append(str(item))
+    if run_extra.get("not_protocol_clean") and str(run_extra["not_protocol_clean"]) not in row.not_clean:
+        row.not_clean.append(str(run_extra["not_protocol_clean"]))
     seed = int(record["seed"])
     if record.get("status") != "completed":
         row.failed[seed] = _failure(record)
@@ -185,18 +208,24 @@ def _mark_missing(rows: dict[tuple[str, str], MethodRow]) -> None:
 
 def collect_entries(entries: Iterable[RecordEntry], metrics: Sequence[MetricDescriptor] = METRICS
                     ) -> dict[str, BenchmarkResults]:
-    """Group records by benchmark id, then by (method, preset); seeds in ascending order."""
+    """Group records by (benchmark id, track), then by (method, preset); seeds in ascending order.
+    The keys are :attr:`BenchmarkResults.key`."""
     def order(e: RecordEntry) -> tuple:
         r = e.record
-        return (r["benchmark"]["id"], r["method"]["name"], r["preset"], int(r["seed"]))
+        return (r["benchmark"]["id"], record_track(r), r["method"]["name"], r["preset"], int(r["seed"]))
 
     results: dict[str, BenchmarkResults] = {}
     for entry in sorted(entries, key=order):
         rec = entry.record
-        bench_id = rec["benchmark"]["id"]
+        bench_id, track = rec["benchmark"]["id"], record_track(rec)
         family = rec["benchmark"].get("family") or bench_id.split("@")[0]
-        bench = results.setdefault(bench_id, BenchmarkResults(bench_id, family, {}, []))
+        bench = BenchmarkResults(bench_id, family, {}, [], track)
+        bench = results.setdefault(bench.key, bench)
         bench.records.append(rec)
+        weights = record_weights(rec)
+        if weights and all(w.get("sha256") != weights.get("sha256") for w in bench.weights):
+            bench.weights.append(weights)
+        bench.overlaps += [f for f in overlapping_families(rec) if f not in bench.overlaps]
         key = (rec["method"]["name"], rec["preset"])
         _add(bench.rows.setdefault(key, MethodRow(*key)), entry, metrics)
     for bench in results.values():

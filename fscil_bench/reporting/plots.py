@@ -47,9 +47,9 @@ def _rows_with(bench: BenchmarkResults, curve: str) -> list[MethodRow]:
 def _plot_curve(ax, row: MethodRow, curve: str, colour, scale: float = 100.0) -> None:
     mean, std = row.mean_curve(curve)
     x = np.arange(len(mean))
-    label = row.label + (" (oracle)" if row.oracle else "")
+    label = row.label + (" (oracle)" if row.oracle else "") + (" (not protocol-clean)" if row.not_clean else "")
     ax.plot(x, scale * mean, marker="o", markersize=3, color=colour, label=label,
-            linestyle=":" if row.oracle else "-")
+            linestyle=":" if row.oracle or row.not_clean else "-")
     if len(row.curves(curve)) > 1:
         ax.fill_between(x, scale * (mean - std), scale * (mean + std), color=colour, alpha=0.15, linewidth=0)
 
@@ -78,7 +78,7 @@ def accuracy_curves(bench: BenchmarkResults, reported: list[ReportedEntry]) -> b
         ax.plot(range(len(entry.accuracy)), entry.accuracy, linestyle="--", marker="x", markersize=3, color=colour,
                 label=f"{entry.method} [{entry.preset}] reported")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _finish(ax, fig, f"{bench.id}: accuracy on all seen classes", "top-1 accuracy (%)")
+    _finish(ax, fig, f"{bench.title}: accuracy on all seen classes", "top-1 accuracy (%)")
     return _png(fig)
 
 
@@ -93,7 +93,7 @@ def base_novel_curves(bench: BenchmarkResults) -> bytes | None:
         for row, colour in zip(rows, colours):
             _plot_curve(ax, row, curve, colour)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _finish(ax, fig, f"{bench.id}: {title}", "top-1 accuracy (%)", legend=curve == "novel_acc")
+        _finish(ax, fig, f"{bench.title}: {title}", "top-1 accuracy (%)", legend=curve == "novel_acc")
     return _png(fig)
 
 
@@ -113,7 +113,7 @@ def accuracy_matrix_heatmap(bench: BenchmarkResults, row: MethodRow) -> bytes | 
     ax.set_yticks(range(pct.shape[0]))
     ax.set_xlabel("class group g (0 = base)")
     ax.set_ylabel("after session t")
-    ax.set_title(f"{bench.id}: A[t][g] of {row.label}, n = {len(row.matrices)}", fontsize=9)
+    ax.set_title(f"{bench.title}: A[t][g] of {row.label}, n = {len(row.matrices)}", fontsize=9)
     fig.colorbar(image, ax=ax, label="top-1 accuracy (%)")
     return _png(fig)
 
@@ -133,5 +133,5 @@ def diagnostics_curves(bench: BenchmarkResults) -> bytes | None:
             if any(not math.isnan(v) for c in row.curves(curve) for v in c):
                 _plot_curve(ax, row, curve, colour, scale=1.0)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _finish(ax, fig, f"{bench.id}: {title}", ylabel, legend=curve == "align_base")
+        _finish(ax, fig, f"{bench.title}: {title}", ylabel, legend=curve == "align_base")
     return _png(fig)

@@ -1,12 +1,13 @@
 """Where a leaderboard's numbers come from, taken from the records themselves.
 
-The run commands, code versions (package version and git commit), hardware, presets and the
-first start / last finish times of the runs. Nothing here reads the clock, so a report is
-byte-identical for the same records.
+The run commands, code versions (package version and git commit), hardware, presets (with the
+overrides of a changed one) and the first start / last finish times of the runs. Nothing here
+reads the clock, so a report is byte-identical for the same records.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,18 @@ def hardware_text(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def preset_text(record: dict[str, Any]) -> str:
+    """The record's preset; a preset changed by overrides with its changes (``quick+1a2b3c4d (quick
+    with base.epochs=20)``)."""
+    preset = str(record.get("preset"))
+    config = record.get("config") or {}
+    overrides = config.get("overrides") or {}
+    if not overrides:
+        return preset
+    changes = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+    return f"{preset} ({config.get('preset', '?')} with {changes})"
+
+
 def gather(records: Iterable[dict[str, Any]], report_command: str | None = None) -> Provenance:
     """The provenance of ``records`` (each list sorted and without repeats)."""
     records = list(records)
@@ -61,7 +74,7 @@ def gather(records: Iterable[dict[str, Any]], report_command: str | None = None)
         run_commands=sorted({r["command"] for r in records if r.get("command")}),
         code_versions=sorted({code_version(r) for r in records}),
         hardware=sorted({hardware_text(r) for r in records}),
-        presets=sorted({str(r.get("preset")) for r in records}),
+        presets=sorted({preset_text(r) for r in records}),
         first_started=started[0] if started else None,
         last_finished=finished[-1] if finished else None,
         num_records=len(records),

@@ -1,5 +1,9 @@
-"""Leaderboards from the results store: per benchmark a Markdown table, a CSV, PNG plots and a
-standalone HTML page, plus an ``index.html`` linking the pages.
+"""Leaderboards from the results store: per benchmark and track a Markdown table, a CSV, PNG plots
+and a standalone HTML page, plus an ``index.html`` linking the pages.
+
+Runs from scratch and runs that start from pretrained weights are in separate tables (one per
+weights), never ranked together; a table whose weights were trained on data holding the
+benchmark's classes says so (:mod:`fscil_bench.reporting.tracks`).
 
 Rows aggregate the seeds of one (method, preset): mean ± sample std over seeds, with n. A
 failed run or a missing seed is never dropped silently: the row says how many seeds completed,
@@ -21,7 +25,7 @@ from pathlib import Path
 from fscil_bench.cache import atomic_write_text
 from fscil_bench.metrics import descriptors
 from fscil_bench.metrics.descriptors import METRICS, MetricDescriptor
-from fscil_bench.reporting import html, plots, provenance
+from fscil_bench.reporting import html, plots, provenance, tracks
 from fscil_bench.reporting.collect import BenchmarkResults, MethodRow, collect
 from fscil_bench.reporting.reported import (
     DEFAULT_TOLERANCE,
@@ -41,14 +45,14 @@ def pick_heatmap_row(bench: BenchmarkResults, method: str | None) -> MethodRow |
     """The row whose accuracy matrix is drawn.
 
     ``method`` given: its preset with the highest mean average accuracy. Otherwise the best
-    non-oracle row by mean average accuracy (ties: method, then preset name); an oracle only
-    when nothing else has results. ``None`` when no row of the benchmark has a completed run.
+    non-oracle, protocol-clean row by mean average accuracy (ties: method, then preset name); an
+    oracle or a row that is not protocol-clean only when nothing else has results. ``None`` when no row of the benchmark has a completed run.
     """
     rows = [r for r in bench.rows.values() if r.matrices and (method is None or r.method == method)]
 
     def rank(r: MethodRow) -> tuple:
         avg = r.mean("avg")
-        return (r.oracle, -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
+        return (r.oracle, bool(r.not_clean), -avg if not math.isnan(avg) else math.inf, r.method, r.preset)
 
     return min(rows, key=rank) if rows else None
 
@@ -59,7 +63,8 @@ def legend_lines(table: Table, tolerance_note: bool) -> list[str]:
         "diagnostics (NC1, equiangularity, alignment) are means over the seeds that recorded them.",
         "Bold: the best measured value of each column among non-oracle methods (higher is better for accuracies "
         "and alignment; lower for PD, forgetting, NC1 and equiangularity). Time (s) is the mean wall time of a "
-        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked.",
+        "whole run and is not ranked. Oracle methods break the protocol on purpose and are not ranked; neither "
+        "are rows marked NOT PROTOCOL-CLEAN (a base checkpoint chosen by test accuracy, the papers' rule).",
         "Failed runs and missing seeds are listed in Notes; their cells are not part of the mean. Every "
         "accuracy is recomputed from the run's saved predictions; a run whose stored numbers disagree with them is "
         "named in Notes.",
@@ -92,9 +97,10 @@ def definitions(metrics: Sequence[MetricDescriptor] = METRICS) -> dict[str, str]
 
 def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None, heatmap_method: str | None = None,
                   reported_path: Path | None = None, metrics: Sequence[MetricDescriptor] | None = None) -> list[Path]:
-    """Write every benchmark's ``<stem>.md``, ``.csv``, ``.html`` and ``-<plot>.png``, and ``index.html``.
+    """Write every (benchmark, track)'s ``<stem>.md``, ``.csv``, ``.html`` and ``-<plot>.png``, and ``index.html``.
 
-    ``stem`` is the benchmark id with ``@`` as ``-v`` (``glyphs100@1`` -> ``glyphs100-v1``).
+    ``stem`` is the benchmark id with ``@`` as ``-v`` (``glyphs100@1`` -> ``glyphs100-v1``), followed
+    by ``-<track>`` for a track other than ``scratch``.
     Returns the written paths (per benchmark: Markdown, CSV, HTML, PNGs; then the index);
     an empty list when the store holds no record. Raises :class:`ReportError` when
     ``heatmap_method`` has no completed run on any benchmark.
@@ -113,16 +119,16 @@ def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None
     written: list[Path] = []
     index_entries = []
     for bench in results.values():
-        reported = for_family(all_reported, bench.family)
+        reported = for_family(all_reported, bench.family, bench.track)
         table = build_table(bench, reported, metrics)
         heatmap = pick_heatmap_row(bench, heatmap_method) or pick_heatmap_row(bench, None)
         figures = _figures(bench, reported, heatmap)
         prov = provenance.gather(bench.records, command)
-        legend = legend_lines(table, table.has_comparison)
+        legend = tracks.track_lines(bench) + legend_lines(table, table.has_comparison)
         defs = definitions(metrics)
 
         md_path, csv_path, html_path = (out_dir / f"{bench.stem}{ext}" for ext in (".md", ".csv", ".html"))
-        lines = [f"# {bench.id}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
+        lines = [f"# {bench.title}", "", to_markdown(table), ""] + [f"{line}  " for line in legend]
         if figures:
             lines += ["", "## Plots", ""] + [f"![{title}]({bench.stem}-{suffix}.png)" for suffix, title, _ in figures]
         lines += ["", "## Definitions", ""] + [f"- **{k}**: {v}" for k, v in defs.items()]
@@ -138,7 +144,7 @@ def write_reports(store: ResultsStore, out_dir: Path, command: str | None = None
         written += [md_path, csv_path, html_path] + png_paths
         n_runs = sum(len(r.seeds) for r in bench.rows.values())
         n_failed = sum(len(r.failed) for r in bench.rows.values())
-        index_entries.append((bench.id, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
+        index_entries.append((bench.title, html_path.name, f"{len(bench.rows)} method/preset rows, {n_runs} completed runs"
                               + (f", {n_failed} failed" if n_failed else "")))
     index_path = out_dir / "index.html"
     atomic_write_text(index_path, html.index_page(index_entries))

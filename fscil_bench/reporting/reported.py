@@ -3,7 +3,8 @@
 Each entry names a benchmark family (``cifar100``, ``mini_imagenet``, ``cub200``), a method,
 the preset that claims to reproduce it, the source, and the per-session accuracy in percent
 (``average`` optional: the mean of ``accuracy`` otherwise). An optional ``tolerance`` (points)
-overrides :data:`DEFAULT_TOLERANCE` for that entry.
+overrides :data:`DEFAULT_TOLERANCE` for that entry; an optional ``track`` (default ``scratch``,
+see :mod:`fscil_bench.results.tracks`) puts it in that track's table only.
 
 A measured row reproduces an entry when both ``|last_measured - last_reported|`` and
 ``|avg_measured - avg_reported|`` are at most the tolerance (mean over seeds, in points).
@@ -30,6 +31,7 @@ class ReportedEntry:
     accuracy: tuple[float, ...]  # percent, one per session
     average: float  # percent
     tolerance: float
+    track: str = "scratch"
 
     @property
     def last(self) -> float:
@@ -61,13 +63,14 @@ def load_reported(path: str | Path | None = None) -> list[ReportedEntry]:
         accuracy = tuple(float(a) for a in e["accuracy"])
         average = float(e["average"]) if e.get("average") is not None else sum(accuracy) / len(accuracy)
         entries.append(ReportedEntry(e["benchmark"], e["method"], e["preset"], e["source"], accuracy, average,
-                                     float(e.get("tolerance", DEFAULT_TOLERANCE))))
+                                     float(e.get("tolerance", DEFAULT_TOLERANCE)), str(e.get("track", "scratch"))))
     return entries
 
 
-def for_family(entries: list[ReportedEntry], family: str) -> list[ReportedEntry]:
-    """The entries of one benchmark family, sorted by (method, preset, source)."""
-    return sorted((e for e in entries if e.family == family), key=lambda e: (e.method, e.preset, e.source))
+def for_family(entries: list[ReportedEntry], family: str, track: str = "scratch") -> list[ReportedEntry]:
+    """The entries of one benchmark family and track, sorted by (method, preset, source)."""
+    return sorted((e for e in entries if e.family == family and e.track == track),
+                  key=lambda e: (e.method, e.preset, e.source))
 
 
 def compare(entry: ReportedEntry, last_mean: float, avg_mean: float) -> Comparison | None:

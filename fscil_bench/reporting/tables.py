@@ -6,8 +6,8 @@ units and directions. Cells are mean ± sample std over completed seeds. Percent
 with two decimals; plain numbers (the diagnostics) with three (mean only in Markdown/HTML; the
 CSV keeps the std); times in seconds.
 
-The best value of a column is the best *displayed* mean among measured, non-oracle rows, so
-ties at display precision are all marked; metrics without a direction (time) are not ranked.
+The best value of a column is the best *displayed* mean among measured, non-oracle,
+protocol-clean rows, so ties at display precision are all marked; metrics without a direction (time) are not ranked.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class TableRow:
     flagged: dict[int, str] = field(default_factory=dict)
     oracle: bool = False
     extra_data: list[str] = field(default_factory=list)
+    not_clean: list[str] = field(default_factory=list)
     source: str = ""
     comparison: Comparison | None = None
     reported_source: str = ""  # the entry a measured row is compared with
@@ -105,6 +106,7 @@ class TableRow:
             parts.append(f"reported: {self.source}")
         if self.oracle:
             parts.append("oracle (not ranked)")
+        parts += [f"NOT PROTOCOL-CLEAN (not ranked): {why}" for why in self.not_clean]
         parts += [f"extra data: {e}" for e in self.extra_data]
         if self.failed:
             parts.append("failed: " + ", ".join(f"seed {s} ({why})" for s, why in sorted(self.failed.items())))
@@ -142,7 +144,7 @@ def _measured_row(row: MethodRow, columns: list[Column]) -> TableRow:
             cells[c.key] = _cell(row.values.get(c.key, []), c)
     return TableRow("measured", row.method, row.preset, cells, n=len(row.seeds), seeds=sorted(row.seeds),
                     failed=dict(row.failed), missing=list(row.missing), flagged=dict(row.flagged), oracle=row.oracle,
-                    extra_data=list(row.extra_data), fit_seconds=mean_std(row.fit_seconds)[0],
+                    extra_data=list(row.extra_data), not_clean=list(row.not_clean), fit_seconds=mean_std(row.fit_seconds)[0],
                     eval_seconds=mean_std(row.eval_seconds)[0])
 
 
@@ -155,7 +157,7 @@ def _reported_row(entry: ReportedEntry, columns: list[Column]) -> TableRow:
 
 
 def _mark_best(table: Table) -> None:
-    ranked = [r for r in table.measured if not r.oracle]
+    ranked = [r for r in table.measured if not r.oracle and not r.not_clean]
     for col in table.ranked_columns:
         shown = {id(r): round(r.cells[col.key].mean, col.decimals) for r in ranked if not math.isnan(r.cells[col.key].mean)}
         if not shown:
@@ -184,7 +186,7 @@ def build_table(bench: BenchmarkResults, reported: list[ReportedEntry],
         if entry is not None:
             row.comparison = compare(entry, row.cells["last"].mean / 100, row.cells["avg"].mean / 100)
             row.reported_source = entry.source
-    table = Table(bench.id, columns, measured, [_reported_row(e, columns) for e in reported],
+    table = Table(bench.title, columns, measured, [_reported_row(e, columns) for e in reported],
                   has_comparison=any(r.reported_source for r in measured))
     _mark_best(table)
     return table

@@ -2,9 +2,12 @@
 
 Layout: ``<root>/<benchmark>@<version>/<method>/<preset>/seed-<k>/`` holding
 ``predictions.npz`` (the test labels and each session's per-sample predictions) and
-``record.json`` (config, versions, hardware, timings, declared memory, metrics). The record is
-written last and atomically, so it marks a finished run: a killed run leaves no record and is
-redone; a completed one is skipped on rerun (unless forced).
+``record.json`` (config, versions, hardware, timings, declared memory, metrics, and the sha256 of
+``predictions.npz``). The predictions are written first and the record last, both atomically.
+A run is complete only when its record says so *and* the predictions it names are there with
+that checksum: a killed run (no record, or a record left from an earlier run beside new
+predictions) and a run whose predictions went missing or were damaged are redone on the next
+run; a complete one is skipped (unless forced).
 """
 
 from __future__ import annotations
@@ -94,8 +97,12 @@ class ResultsStore:
             return None
 
     def is_complete(self, key: RunKey) -> bool:
+        """Whether the run's record says completed (in a readable schema) and its predictions are
+        there with the checksum the record names."""
         record = self.read(key)
-        return bool(record and record.get("status") == "completed" and record.get("schema_version") in READABLE_SCHEMAS)
+        if not (record and record.get("status") == "completed" and record.get("schema_version") in READABLE_SCHEMAS):
+            return False
+        return self.predictions(self.run_dir(key) / "record.json", record) is not None
 
     def write(self, key: RunKey, record: dict[str, Any], predictions: list[np.ndarray], test_labels: np.ndarray) -> Path:
         """Save predictions, then the record (the completion mark). Returns the record's path."""
@@ -122,12 +129,13 @@ class ResultsStore:
                 (on_unreadable or _warn_unreadable)(path, f"{type(exc).__name__}: {exc}")
 
     def predictions(self, record_path: Path, record: dict[str, Any] | None = None) -> dict[str, np.ndarray] | None:
-        """The saved predictions next to a record; ``None`` if missing, corrupt, or (with ``record``)
-        not the file whose sha256 the record names."""
+        """The saved predictions next to a record; ``None`` if missing or corrupt, or (with
+        ``record``) if the record names no checksum or another file's."""
         path = Path(record_path).parent / "predictions.npz"
-        expected = ((record or {}).get("predictions") or {}).get("sha256")
-        if expected and (not path.is_file() or sha256_file(path) != expected):
-            return None
+        if record is not None:
+            expected = (record.get("predictions") or {}).get("sha256")
+            if not expected or not path.is_file() or sha256_file(path) != expected:
+                return None
         return load_arrays(path)
 
 

@@ -61,10 +61,13 @@ class GridJob:
     sync_batchnorm: bool = False
     bf16: bool = False
     weights_dir: str | None = None
+    overrides: tuple[Any, ...] = ()  # fscil_bench.run.overrides.Override, as the command gave them
+    run_file: tuple[tuple[str, str], ...] | None = None  # the run file's path and sha256, for the record
 
     @property
     def label(self) -> str:
-        return f"{self.benchmark} {self.method} [{self.preset}] seed {self.seed}"
+        changes = f" with {', '.join(map(str, self.overrides))}" if self.overrides else ""
+        return f"{self.benchmark} {self.method} [{self.preset}{changes}] seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def run_job(job: GridJob) -> tuple[str, str]:
     from fscil_bench.results.store import ResultsStore, RunKey
     from fscil_bench.run.grid import run_grid
     from fscil_bench.run.methods import discover
+    from fscil_bench.run.overrides import resolve
     from fscil_bench.run.progress import log
     from fscil_bench.run.runner import RunOptions
 
@@ -142,7 +146,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
             raise ExecutorError(f"method {job.method!r} is not registered in the worker" + (f" ({detail})" if detail else ""))
         store = ResultsStore(job.output)
         spec = get_benchmark(job.benchmark)
-        key = RunKey(spec.id, job.method, job.preset, job.seed)
+        chosen = resolve(registry.get(job.method), job.preset, spec.family, job.overrides)
+        key = RunKey(spec.id, job.method, chosen.id, job.seed, track=chosen.track)
         quiet = not distributed.is_main_process()
         options = RunOptions(device=device, cache_dir=Path(job.cache_dir), progress=no_progress,
                              log=(lambda msg: None) if quiet else log, bf16=job.bf16, sync_batchnorm=job.sync_batchnorm,
@@ -152,7 +157,8 @@ def run_job(job: GridJob) -> tuple[str, str]:
         lock = key_lock(store.run_dir(key)) if distributed.is_main_process() else contextlib.nullcontext()
         with lock:
             outcomes = run_grid([job.benchmark], [job.method], [job.seed], job.preset, registry, store, options,
-                                load_options, force=job.force, command=job.command, echo=lambda msg: None)
+                                load_options, force=job.force, command=job.command, echo=lambda msg: None,
+                                overrides=job.overrides, run_file=dict(job.run_file) if job.run_file else None)
     finally:
         distributed.shutdown()
     return outcomes[0].status, outcomes[0].summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from fscil_bench.models.weights import WeightsError, resolve_weights
 from fscil_bench.results.record import environment, hardware, now_iso
 from fscil_bench.results.store import SCHEMA_VERSION, ResultsStore, RunKey
 from fscil_bench.run.methods import MethodRegistry
+from fscil_bench.run.overrides import Override, resolve
 from fscil_bench.run.runner import RunOptions, RunResult, run_method
 
 
@@ -24,7 +25,10 @@ class RunOutcome:
 
 
 def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, result: RunResult,
-                 started: str, device: str, command: str | None) -> dict[str, Any]:
+                 started: str, device: str, command: str | None, run_file: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The record of one run. ``key.preset`` is the preset's id (``paper+<digest>`` with overrides;
+    ``config`` holds the preset's name, the overrides and the resolved hyperparameters);
+    ``run_file`` names the run file the command read (its path and sha256), if any."""
     return {
         "schema_version": SCHEMA_VERSION,
         "status": result.status,
@@ -46,6 +50,7 @@ def build_record(key: RunKey, bench: Benchmark, method_cls: type, source: str, r
         "environment": environment(),
         "hardware": hardware(device),
         "command": command,
+        "run_file": dict(run_file) if run_file else None,
         "started_at": started,
         "finished_at": now_iso(),
         "timing": result.timing,
@@ -72,17 +77,12 @@ def summary_line(key: RunKey, result: RunResult) -> str:
     )
 
 
-def check_weights(spec_family: str, methods: Sequence[str], preset: str, registry: MethodRegistry,
-                  options: RunOptions) -> None:
+def check_weights(spec_family: str, hparams_by_method: Mapping[str, Any], preset: str, options: RunOptions) -> None:
     """Stop before anything trains when a run needs pretrained weights that are missing or wrong
-    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source)."""
+    (:class:`fscil_bench.models.weights.WeightsError`, one line naming the file and its source).
+    ``hparams_by_method``: each method's hyperparameters as resolved (with the overrides)."""
     folder = options.weights_dir or options.cache_dir / "weights"
-    for method in methods:
-        cls = registry.get(method)
-        try:
-            hparams = cls.resolve_preset(preset, spec_family)
-        except (AttributeError, KeyError):
-            continue  # no such preset: the run records that failure itself
+    for method, hparams in hparams_by_method.items():
         reference = getattr(hparams, "pretrained", None)
         if reference:
             try:
@@ -103,12 +103,18 @@ def run_grid(
     force: bool = False,
     command: str | None = None,
     echo: Callable[[str], None] = print,
+    overrides: Sequence[Override] = (),
+    run_file: Mapping[str, Any] | None = None,
 ) -> list[RunOutcome]:
-    """Run every (benchmark, method, seed); a completed record is skipped unless ``force``."""
+    """Run every (benchmark, method, seed); a completed record is skipped unless ``force``.
+
+    ``overrides`` change the preset (:mod:`fscil_bench.run.overrides`); runs with overrides are
+    keyed under the preset's id (``paper+<digest>``), apart from the preset's own runs."""
     outcomes: list[RunOutcome] = []
     for bench_name in benchmarks:
         spec = get_benchmark(bench_name)
-        keys = [RunKey(spec.id, m, preset, s) for m in methods for s in seeds]
+        resolved = {m: resolve(registry.get(m), preset, spec.family, overrides) for m in methods}
+        keys = [RunKey(spec.id, m, resolved[m].id, s, track=resolved[m].track) for m in methods for s in seeds]
         # Under torchrun every rank runs the same keys (rank 0's view of the store) and only rank 0 writes.
         todo = distributed.broadcast_object([k for k in keys if force or not store.is_complete(k)])
         for k in keys:
@@ -117,16 +123,17 @@ def run_grid(
                 echo(outcomes[-1].summary)
         if not todo:
             continue
-        check_weights(spec.family, sorted({k.method for k in todo}), preset, registry, options)
+        check_weights(spec.family, {m: resolved[m].hparams for m in sorted({k.method for k in todo})}, preset, options)
         bench = spec.load(load_options)
         for key in todo:
             method_cls = registry.get(key.method)
             started = now_iso()
-            result = run_method(bench, method_cls, preset, key.seed, options)
+            result = run_method(bench, method_cls, preset, key.seed, options, resolved[key.method].overrides)
             if distributed.is_main_process():
                 store.write(
                     key,
-                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command),
+                    build_record(key, bench, method_cls, registry.sources.get(key.method, ""), result, started, str(options.device), command,
+                                 run_file),
                     result.predictions,
                     result.test_labels,
                 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from fscil_bench.protocol import (
     Session,
     hparams_to_dict,
     no_progress,
+    uses_test_checkpoint,
 )
+from fscil_bench.run.overrides import resolve
 
 
 class ProtocolError(RuntimeError):
@@ -183,6 +185,27 @@ def evaluate_session(method: Method, bench: Benchmark, num_seen: int, options: R
     return SessionEvaluation(torch.cat(preds).numpy(), labels, feats, feature_error)
 
 
+#: What the record of a run whose base checkpoint was chosen on the test set says (``extra``).
+NOT_PROTOCOL_CLEAN = "base checkpoint chosen by base-class test accuracy (best-on-test): not protocol-clean"
+
+
+def base_test_scorer(bench: Benchmark, transform: BatchTransform | None, options: RunOptions) -> Callable:
+    """For the best-on-test checkpoint variant only: a function from a predict function (images ->
+    logits over the base classes) to its accuracy on the base classes' test images, which the runner
+    alone can measure (the method never holds the labels)."""
+    rows = np.flatnonzero(bench.test.labels < bench.schedule.num_seen(0))
+    labels = torch.from_numpy(bench.test.labels[rows])
+
+    @torch.no_grad()
+    def score(predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        batches = iterate_images(bench.test.images, transform or bench.eval_transform, options.eval_batch_size,
+                                 options.device, rows)
+        preds = torch.cat([predict(x).argmax(1).cpu() for x in batches])
+        return float((preds == labels).float().mean())
+
+    return score
+
+
 DIAGNOSTIC_KEYS = ("nc1", "equinorm", "equiangularity", "self_duality", "alignment")
 
 
@@ -213,24 +236,30 @@ def session_diagnostics(method: object, evaluation: SessionEvaluation, groups: l
     return entry, round(time.perf_counter() - tic, 4)
 
 
-def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions) -> RunResult:
-    """Run ``method_cls`` with ``preset`` and ``seed`` through every session of ``bench``.
+def run_method(bench: Benchmark, method_cls: type, preset: str, seed: int, options: RunOptions,
+               overrides: Mapping[str, Any] | None = None) -> RunResult:
+    """Run ``method_cls`` with ``preset`` (changed by ``overrides``, dotted path -> value, see
+    :mod:`fscil_bench.run.overrides`) and ``seed`` through every session of ``bench``.
 
     A method that raises is caught: the result is ``failed`` with the traceback and the
     session it failed in.
     """
     try:
-        hparams = method_cls.resolve_preset(preset, bench.family) if hasattr(method_cls, "resolve_preset") else None
+        hparams = resolve(method_cls, preset, bench.family, overrides or {}).hparams
         views = method_views(method_cls, hparams, bench)
-    except Exception as exc:  # an unknown preset or view
-        return _failed({"preset": preset}, bench, 0, exc, {}, None, {}, [])
-    config = {"preset": preset, "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
+    except Exception as exc:  # an unknown preset, override or view
+        return _failed({"preset": preset, "overrides": dict(overrides or {})}, bench, 0, exc, {}, None, {}, [])
+    config = {"preset": preset, "overrides": dict(overrides or {}),
+              "hparams": hparams_to_dict(hparams) if hparams is not None else {}}
     if views.identity is not None:
         config["views"] = views.identity
     ctx = Context.create(bench.info(), hparams, seed, device=options.device, cache_dir=options.cache_dir,
                          progress=options.progress, log=options.log, weights_dir=options.weights_dir,
                          bf16=options.bf16,
                          sync_batchnorm=options.sync_batchnorm, views=views.identity)
+    if uses_test_checkpoint(hparams):
+        ctx.base_test_accuracy = base_test_scorer(bench, views.test, options)
+        ctx.extra["not_protocol_clean"] = NOT_PROTOCOL_CLEAN
     groups = bench.schedule.class_groups()
     preds: list[np.ndarray] = []
     timing: dict[str, Any] = {"fit_seconds": [], "eval_seconds": []}

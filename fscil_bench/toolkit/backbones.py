@@ -38,6 +38,17 @@ class BackboneInit:
             out["frozen_stages"] = self.frozen_stages
         return out
 
+    @property
+    def extra_identity(self) -> dict[str, Any]:
+        """What else identifies the network built (for initialisations that build it elsewhere,
+        e.g. from a library); empty here, so existing cache keys do not change."""
+        return {}
+
+    @property
+    def feature_key(self) -> str | None:
+        """A key shared with other users of the same frozen network's features (None: none known)."""
+        return None
+
     def build(self) -> nn.Module:
         backbone = build_backbone(self.name)
         if self.weights is not None:

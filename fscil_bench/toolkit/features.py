@@ -25,6 +25,7 @@ from fscil_bench.cache import load_arrays, save_arrays, stable_hash
 from fscil_bench.data.arrays import LabelledImages
 from fscil_bench.protocol import Context
 from fscil_bench.toolkit.exemplars import labelled_images, subsample_per_class
+from fscil_bench.toolkit.feature_store import FeatureStore
 
 FEATURE_CODE_VERSION = 1
 
@@ -71,14 +72,6 @@ def feature_views(
     return torch.stack(out, dim=1)
 
 
-def data_digest(data: LabelledImages) -> str:
-    """sha256 of a set's raw images and labels."""
-    digest = hashlib.sha256()
-    digest.update(data.raw_images.contiguous().numpy().tobytes())
-    digest.update(data.labels.to(torch.int64).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cached_features(
     ctx: Context,
     network: Callable[[torch.Tensor], torch.Tensor],
@@ -91,7 +84,7 @@ def cached_features(
     ``network_key`` must identify the network's weights exactly (e.g. the base model's cache
     key, ``ctx.extra["base_model"]["key"]``). Entries live under ``ctx.cache_dir/features``.
     """
-    key = stable_hash({"network": network_key, "data": data_digest(data), "tag": tag,
+    key = stable_hash({"network": network_key, "data": data.digest(), "tag": tag,
                        "transform": repr(data.eval_transform), "code": FEATURE_CODE_VERSION})
     path = ctx.cache_dir / "features" / f"{key}.npz"
     arrays = load_arrays(path)
@@ -130,11 +123,18 @@ class FrozenFeatureMemo:
 
     Only wrap a network whose weights and BatchNorm statistics no longer change; call
     :meth:`clear` if they do. Use it under ``torch.no_grad()``: the memo keeps no graph.
+
+    With a ``store`` (:class:`fscil_bench.toolkit.feature_store.FeatureStore`, whose folder must
+    identify the network exactly) the memo starts from the features stored by earlier runs and
+    stores what it computes, so a frozen pretrained backbone embeds each test image once across
+    runs and methods.
     """
 
-    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], store: FeatureStore | None = None):
         self.network = network
+        self.store = store
         self._features: dict[bytes, torch.Tensor] = {}
+        self._stored: dict[bytes, torch.Tensor] | None = None  # loaded from the store on first use
 
     def __len__(self) -> int:
         return len(self._features)
@@ -145,11 +145,22 @@ class FrozenFeatureMemo:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         keys = _sample_keys(images)
-        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        if self.store is not None and self._stored is None:
+            self._stored = self.store.load()
+        missing = []
+        for i, key in enumerate(keys):
+            if key in self._features:
+                continue
+            if self._stored and key in self._stored:
+                self._features[key] = self._stored.pop(key).to(images.device)
+            else:
+                missing.append(i)
         if missing:
             computed = self.network(images[missing])
             for i, feature in zip(missing, computed):
                 self._features[keys[i]] = feature
+            if self.store is not None:
+                self.store.add([keys[i] for i in missing], computed)
         return torch.stack([self._features[key] for key in keys])
 
 

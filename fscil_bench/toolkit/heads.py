@@ -24,6 +24,21 @@ class BackboneWithHead(nn.Module):
         return self.head(self.backbone(x))
 
 
+class BackboneWithCosineHead(nn.Module):
+    """A backbone followed by a cosine classifier: ``scale * cos(f, w_c)`` for ``num_classes``
+    bias-free class vectors ``w_c`` (CEC's ``ft_cos`` base classifier, Zhang et al., CVPR 2021;
+    icoz69/CEC-CVPR2021@3a5d335 ``models/base/Network.py:29-40``)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, scale: float = 16.0):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes, bias=False)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(self.backbone(x), self.head.weight, self.scale)
+
+
 class LinearHeadOutputs:
     """``classify`` and ``classifier_weights`` for a method whose ``self.model`` is a
     :class:`BackboneWithHead`: the logits are the linear head's, its weight rows the classifier

@@ -27,7 +27,9 @@ from torch import nn
 
 from fscil_bench import distributed
 from fscil_bench.data.arrays import LabelledImages, pin_by_default
+from fscil_bench.data.mixing import BatchMix, MixedBatch
 from fscil_bench.protocol import Context
+from fscil_bench.toolkit.checkpoints import CHECKPOINT_RULES, checkpoint_selection
 from fscil_bench.toolkit.lr_schedule import learning_rate
 
 
@@ -44,6 +46,11 @@ class OptimiserSettings:
         min_lr: the cosine schedule's final rate, as a fraction of ``lr``.
         milestones, gamma: where the "step" schedule decays the rate, and by what factor.
         cooldown_factor: the rate of the cool-down steps, as a fraction of ``lr``.
+        convention: how warm-up, cosine clock and cool-down combine: ``"fscil-bench"`` or
+            ``"mmcv"`` (the warm-up multiplies the scheduled rate; see
+            :mod:`fscil_bench.toolkit.lr_schedule`).
+        first_step: the schedule's counter at the first optimiser step (NC-FSCIL's incremental
+            sessions advance their counter before setting the rate: 1).
     """
 
     lr: float
@@ -56,6 +63,8 @@ class OptimiserSettings:
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     cooldown_factor: float = 0.0
+    convention: str = "fscil-bench"
+    first_step: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,28 +73,63 @@ class SGDRecipe(OptimiserSettings):
 
     Attributes:
         epochs: passes over the training set.
-        batch_size: samples per step (the last, smaller batch is dropped when the set is larger
-            than one batch, so BatchNorm never sees a batch of one).
+        batch_size: samples per step.
         warmup_epochs: linear warm-up length, in epochs (fractions allowed).
         cooldown_epochs: the last epochs, run at ``cooldown_factor * lr``.
         milestones: in epochs (fractions allowed).
+        warmup_steps, cooldown_steps: the warm-up and cool-down in optimiser steps instead (used
+            when above 0).
+        repeat: passes per loader epoch: each loader epoch walks one shuffled order of ``repeat``
+            copies of the set (mmcv's ``RepeatDataset``); ``epochs`` must be a multiple of it.
+        drop_last: drop the last, smaller batch of a loader epoch. None: drop it when the set is
+            larger than one batch (so BatchNorm never sees a batch of one).
+        batch_mix: batch Mixup/CutMix after the augmentation (:class:`fscil_bench.data.mixing.BatchMix`).
+        checkpoint: which state ends the training: ``"last"``; ``"validation"``, the best by the
+            accuracy on a seeded ``validation_fraction`` of the training set held out of training,
+            measured every ``checkpoint_every`` loader epochs; ``"best-on-test"``, the best by the
+            test accuracy the runner measures (not protocol-clean; see :mod:`fscil_bench.toolkit.checkpoints`).
     """
 
     epochs: int
     batch_size: int = 128
     warmup_epochs: float = 0.0
     cooldown_epochs: float = 0.0
+    warmup_steps: int = 0
+    cooldown_steps: int = 0
+    repeat: int = 1
+    drop_last: bool | None = None
+    batch_mix: BatchMix | None = None
+    checkpoint: str = "last"
+    checkpoint_every: int = 1
+    validation_fraction: float = 0.1
 
     #: Fields added after cache keys were first derived from this class (see :func:`recipe_key`).
     LATER_FIELDS: ClassVar[tuple[str, ...]] = ("nesterov", "warmup_start", "min_lr", "cooldown_epochs",
-                                               "cooldown_factor")
+                                               "cooldown_factor", "convention", "first_step", "warmup_steps",
+                                               "cooldown_steps", "repeat", "drop_last", "batch_mix", "checkpoint",
+                                               "checkpoint_every", "validation_fraction")
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1 or self.epochs % self.repeat:
+            raise ValueError(f"epochs ({self.epochs}) must be a multiple of repeat ({self.repeat})")
+        if self.checkpoint not in CHECKPOINT_RULES:
+            raise ValueError(f"unknown checkpoint rule {self.checkpoint!r}; choose from {', '.join(CHECKPOINT_RULES)}")
+
+    @property
+    def loader_epochs(self) -> int:
+        """Loader epochs (``epochs / repeat``)."""
+        return self.epochs // self.repeat
 
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
-        """The learning rate of ``step`` when an epoch has ``steps_per_epoch`` steps."""
-        return learning_rate(step, steps_per_epoch * self.epochs, self.lr, shape=self.schedule,
-                             warmup=int(self.warmup_epochs * steps_per_epoch), warmup_start=self.warmup_start,
-                             floor=self.min_lr, milestones=self.milestones, gamma=self.gamma, units=self.epochs,
-                             cooldown=int(self.cooldown_epochs * steps_per_epoch), cooldown_factor=self.cooldown_factor)
+        """The learning rate of ``step`` when a loader epoch has ``steps_per_epoch`` steps."""
+        per_pass = steps_per_epoch / self.repeat
+        warmup = self.warmup_steps or int(self.warmup_epochs * per_pass)
+        cooldown = self.cooldown_steps or int(self.cooldown_epochs * per_pass)
+        return learning_rate(step + self.first_step, steps_per_epoch * self.loader_epochs, self.lr, shape=self.schedule,
+                             warmup=warmup, warmup_start=self.warmup_start, floor=self.min_lr,
+                             milestones=self.milestones, gamma=self.gamma, units=self.epochs, cooldown=cooldown,
+                             cooldown_factor=self.cooldown_factor, convention=self.convention,
+                             epoch_length=steps_per_epoch, epoch_units=self.repeat)
 
 
 @dataclass(frozen=True)
@@ -105,10 +149,14 @@ class StepRecipe(OptimiserSettings):
     warmup_steps: int = 0
     cooldown_steps: int = 0
 
-    def lr_at(self, step: int) -> float:
-        return learning_rate(step, self.steps, self.lr, shape=self.schedule, warmup=self.warmup_steps,
-                             warmup_start=self.warmup_start, floor=self.min_lr, milestones=self.milestones,
-                             gamma=self.gamma, cooldown=self.cooldown_steps, cooldown_factor=self.cooldown_factor)
+    LATER_FIELDS: ClassVar[tuple[str, ...]] = ("convention", "first_step")
+
+    def lr_at(self, step: int, steps: int | None = None) -> float:
+        """The rate of optimiser step ``step`` (from 0) of a run of ``steps`` (default: :attr:`steps`)."""
+        return learning_rate(step + self.first_step, steps or self.steps, self.lr, shape=self.schedule,
+                             warmup=self.warmup_steps, warmup_start=self.warmup_start, floor=self.min_lr,
+                             milestones=self.milestones, gamma=self.gamma, cooldown=self.cooldown_steps,
+                             cooldown_factor=self.cooldown_factor, convention=self.convention)
 
 
 def recipe_key(recipe: Any) -> dict[str, Any]:
@@ -205,12 +253,17 @@ def train_supervised(
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     paths: DevicePaths | None = None,
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Train ``model`` (or only ``params``) on ``data`` with augmentation; return per-epoch mean loss.
+    """Train ``model`` (or only ``params``) on ``data`` with augmentation; return per-loader-epoch mean loss.
 
     ``forward`` maps a batch of images to what ``loss_fn`` takes with the labels (default: the
-    model itself); ``generator`` orders and augments the batches (default: ``ctx.generator``);
+    model itself); ``generator`` orders, augments and mixes the batches (default: ``ctx.generator``);
     ``paths`` picks the device fast paths (default: the device's, see :class:`DevicePaths`).
+    With ``recipe.batch_mix`` every batch is mixed after its augmentation and the loss combines
+    both label sets (:meth:`fscil_bench.data.mixing.BatchMix.loss`). A ``recipe.checkpoint`` other
+    than ``"last"`` needs ``predict`` (images -> logits over ``data``'s classes) to score the
+    checkpoints (:func:`fscil_bench.toolkit.checkpoints.checkpoint_selection`).
     Under ``torchrun`` every rank draws the same global batch and trains on its own slice, with
     gradients averaged by ``DistributedDataParallel``. When bf16 is used,
     ``ctx.extra["training_precision"]`` says so in the run's record.
@@ -222,34 +275,50 @@ def train_supervised(
         ctx.extra["training_precision"] = "bf16 autocast"
     if paths.channels_last:
         model.to(memory_format=torch.channels_last)
+    data, selector = checkpoint_selection(model, data, recipe, predict, ctx, desc)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     parallel, scale = distributed.is_data_parallel(), 1.0
     if parallel:
         forward = distributed.wrap_model(model, None if forward is model else forward, ctx.device, ctx.sync_batchnorm)
-    drop_last = len(data) > recipe.batch_size
-    steps_per_epoch = data.num_batches(recipe.batch_size, drop_last=drop_last)
+    drop_last = len(data) * recipe.repeat > recipe.batch_size if recipe.drop_last is None else recipe.drop_last
+    steps_per_epoch = data.num_batches(recipe.batch_size, drop_last=drop_last, repeat=recipe.repeat)
     loop = OptimisationLoop(sgd(params, recipe), lambda step: recipe.lr_at(step, steps_per_epoch), ctx.device)
+    mix: BatchMix | None = recipe.batch_mix
     model.train()
     history = []
-    bar = ctx.progress(range(recipe.epochs), desc=desc, total=recipe.epochs)
+    bar = ctx.progress(range(recipe.loader_epochs), desc=desc, total=recipe.loader_epochs)
     with distributed.rank_rng(ctx.stage_seed("train-rank", desc), ctx.device):  # per-rank dropout etc.; restored after
-        for _ in bar:
+        for epoch in bar:
             for x, y in data.batches(recipe.batch_size, augment=True, shuffle=True, generator=generator,
-                                     device=ctx.device, drop_last=drop_last, pin_memory=paths.pin_memory):
+                                     device=ctx.device, drop_last=drop_last, pin_memory=paths.pin_memory,
+                                     repeat=recipe.repeat):
+                mixed = mix(x, y, generator) if mix is not None else None  # on the global batch
+                if mixed is not None:
+                    x = mixed.images
                 if parallel:
                     part, scale = distributed.local_part(len(y))
                     x, y = x[part], y[part]
+                    if mixed is not None:
+                        mixed = MixedBatch(x, y, None if mixed.mixed_labels is None else mixed.mixed_labels[part],
+                                           mixed.lam, mixed.kind)
                 loop.set_lr()
                 if paths.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if paths.bf16 else contextlib.nullcontext():
-                    loss = loss_fn(forward(x), y)
+                    out = forward(x)
+                    loss = loss_fn(out, y) if mixed is None else mix.loss(loss_fn, out, mixed)
                 loop.step(loss, len(y), scale)
             history.append(loop.end_epoch(pooled=True))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{history[-1]:.3f}")
+            if selector is not None:
+                if parallel:
+                    distributed.sync_buffers(model)
+                selector.after_epoch(epoch, last=epoch == recipe.loader_epochs - 1)
     if parallel:
         distributed.sync_buffers(model)
+    if selector is not None:
+        selector.finish()
     model.eval()
     return history
 
