@@ -4,7 +4,9 @@ Zhang, Song, Lin, Li and Chen, "Few-Shot Incremental Learning with Continually E
 Classifiers", CVPR 2021; official code icoz69/CEC-CVPR2021 (read at 3a5d335). Three stages:
 
 1. **Decoupled base.** A backbone is trained with cross-entropy on the base classes (CEC's own
-   base is a cosine classifier at temperature 16, :mod:`fscil_bench.toolkit.decoupled_base`).
+   base is a cosine classifier at temperature 16,
+   :func:`~fscil_bench.toolkit.base_models.cross_entropy_base_model`, the same model as
+   ``prototype``'s).
    Every class is then represented by a prototype, the mean feature of its training images
    under the test view: all base images for a base class, the few shots for a novel class.
 2. **Graph-attention adaptation** (:class:`~fscil_bench.toolkit.set_attention.PrototypeAttentionHead`):
@@ -35,9 +37,10 @@ Presets. ``paper`` per family (``README.md:49-70``): CEC's cosine base (SGD Nest
 batch 128, 100 epochs, x0.1 at epochs 60/70 on CIFAR, 40/70 on mini, 30/40/60/80 on CUB; ResNet-20,
 ResNet-18, ImageNet-pretrained ResNet-18) with CEC's views; meta-training 100 epochs x 50
 episodes of 15-way 1-shot with 15 queries (10 on CUB), encoder lr 0.002 (CIFAR) or 0.0002 (mini,
-CUB), attention lr 0.0002. Our choices: the base keeps its last epoch (CEC keeps the best
-base-class test accuracy), drops a last partial batch, and normalises one batch of 128 where CEC's
-4-GPU ``DataParallel`` normalised shards of 32. ``quick`` starts from the shared quick base model
+CUB), attention lr 0.0002. The base is :data:`fscil_bench.toolkit.field.FIELD`'s, the same cache
+entry as ``prototype``'s ``paper`` preset. Our choices: the base keeps its last epoch (CEC keeps the
+best base-class test accuracy), and normalises one batch of 128 where CEC's 4-GPU
+``DataParallel`` normalised shards of 32. ``quick`` starts from the shared quick base model
 (convnet4-small, linear cross-entropy head) and keeps the block, its learning rate, the 15-way
 1-shot episodes and the rotations, but freezes the backbone (``encoder_lr=0``), so episodes come
 from a pool of 100 base images per class whose features under the four rotations are computed
@@ -49,14 +52,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.data.arrays import LabelledImages
-from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, SMOKE_BASE_SGD
-from fscil_bench.toolkit.decoupled_base import decoupled_base_model
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    cross_entropy_base_model,
+    cross_entropy_recipe_for,
+)
 from fscil_bench.toolkit.features import (
     FrozenFeatureMemo,
     base_feature_pool,
@@ -64,10 +73,9 @@ from fscil_bench.toolkit.features import (
     class_means,
     extract_features,
 )
+from fscil_bench.toolkit.field import FIELD, FieldSetup
 from fscil_bench.toolkit.set_attention import PrototypeAttentionHead
 from fscil_bench.toolkit.training import OptimisationLoop, SGDRecipe
-
-IMAGENET_RESNET18 = "torchvision-resnet18-imagenet1k-v1"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class CECHparams:
     base: SGDRecipe = QUICK_BASE_SGD
     base_classifier: str = "linear"
     pretrained: str | None = None
+    frozen_stages: int = -1
     train_view: str | None = None
     test_view: str | None = None
     scale: float = 16.0
@@ -98,15 +107,13 @@ class CECHparams:
     dropout_in_meta_training: bool = False
 
 
-def _paper(backbone: str, milestones: tuple[int, ...], views: str, encoder_lr: float, queries: int = 15,
-           pretrained: str | None = None) -> CECHparams:
-    base = SGDRecipe(epochs=100, lr=0.1, batch_size=128, nesterov=True, schedule="step", milestones=milestones)
-    return CECHparams(backbone=backbone, base=base, base_classifier="cosine", pretrained=pretrained,
-                      train_view=f"cec-{views}-train", test_view=f"cec-{views}-test", encoder_lr=encoder_lr,
-                      queries=queries, episode_pool_per_class=None)
+def _paper(setup: FieldSetup, encoder_lr: float, queries: int = 15) -> CECHparams:
+    return CECHparams(backbone=setup.backbone, base=setup.base, base_classifier="cosine", pretrained=setup.pretrained,
+                      train_view=setup.train_view, test_view=setup.test_view, encoder_lr=encoder_lr, queries=queries,
+                      episode_pool_per_class=None)
 
 
-_CIFAR = _paper("resnet20", (60, 70), "cifar", encoder_lr=0.002)
+_CIFAR = _paper(FIELD["cifar100"], encoder_lr=0.002)
 
 
 class CEC(MethodBase):
@@ -117,18 +124,23 @@ class CEC(MethodBase):
         "smoke": CECHparams(base=SMOKE_BASE_SGD, epochs=2, episodes_per_epoch=3, episode_pool_per_class=None),
         "paper": {
             "cifar100": _CIFAR,
-            "mini_imagenet": _paper("resnet18", (40, 70), "mini", encoder_lr=0.0002),
-            "cub200": _paper("resnet18", (30, 40, 60, 80), "cub", encoder_lr=0.0002, queries=10,
-                             pretrained=IMAGENET_RESNET18),
+            "mini_imagenet": _paper(FIELD["mini_imagenet"], encoder_lr=0.0002),
+            "cub200": _paper(FIELD["cub200"], encoder_lr=0.0002, queries=10),
             "default": _CIFAR,
         },
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: CECHparams = ctx.hparams
+        return [cross_entropy_recipe_for(ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                         hp.base_classifier, hp.scale)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         from fscil_bench.integrations.learn2learn_tasks import EpisodeSampler  # before any training: needs learn2learn
 
         hp: CECHparams = ctx.hparams
-        base = decoupled_base_model(session, ctx, hp.backbone, hp.base, hp.base_classifier, hp.scale, hp.pretrained)
+        base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                        classifier=hp.base_classifier, scale=hp.scale)
         key = ctx.extra["base_model"]["key"]
         torch.manual_seed(ctx.stage_seed("cec-attention-init"))
         self.head = PrototypeAttentionHead(base.backbone.out_dim, hp.scale).to(ctx.device)

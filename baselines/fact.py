@@ -54,6 +54,7 @@ cosine: our choices, sized for two CPU cores) instead of 600 from scratch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,13 +65,19 @@ from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.cache import stable_hash
 from fscil_bench.toolkit.backbone_split import split_backbone
 from fscil_bench.toolkit.backbones import backbone_init
-from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    cached_model,
+    cross_entropy_base_model,
+    cross_entropy_recipe_for,
+)
 from fscil_bench.toolkit.features import FrozenFeatureMemo, class_means, extract_features
+from fscil_bench.toolkit.field import FIELD, FieldSetup
 from fscil_bench.toolkit.heads import cosine_logits
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key, train_supervised
 
-IMAGENET_RESNET18 = "torchvision-resnet18-imagenet1k-v1"
-FACT_BASE_VERSION = 1
+FACT_BASE_VERSION = 2
 
 
 def bimodal_scores(features: torch.Tensor, prototypes: torch.Tensor, virtual: torch.Tensor, temperature: float,
@@ -99,6 +106,7 @@ class FACTHparams:
     base: SGDRecipe = SGDRecipe(epochs=1, lr=0.05, batch_size=128, nesterov=True, warmup_epochs=0.2)
     warm_start: SGDRecipe | None = QUICK_BASE_SGD
     pretrained: str | None = None
+    frozen_stages: int = -1
     train_view: str | None = None
     test_view: str | None = None
     temperature: float = 16.0
@@ -124,14 +132,13 @@ class FACTNetwork(nn.Module):
         self.num_base, self.temperature = num_base, temperature
 
 
-def _paper(backbone: str, base: SGDRecipe, views: str, balance: float, loss_start_epoch: int, alpha: float,
-           pretrained: str | None = None) -> FACTHparams:
-    return FACTHparams(backbone=backbone, base=base, warm_start=None, pretrained=pretrained,
-                       train_view=f"cec-{views}-train", test_view=f"cec-{views}-test", balance=balance,
+def _paper(setup: FieldSetup, base: SGDRecipe, balance: float, loss_start_epoch: int, alpha: float) -> FACTHparams:
+    return FACTHparams(backbone=setup.backbone, base=base, warm_start=None, pretrained=setup.pretrained,
+                       train_view=setup.train_view, test_view=setup.test_view, balance=balance,
                        loss_start_epoch=loss_start_epoch, alpha=alpha)
 
 
-_CIFAR = _paper("resnet20", SGDRecipe(epochs=600, lr=0.1, batch_size=256, nesterov=True, schedule="cosine"), "cifar",
+_CIFAR = _paper(FIELD["cifar100"], SGDRecipe(epochs=600, lr=0.1, batch_size=256, nesterov=True, schedule="cosine"),
                 balance=0.001, loss_start_epoch=0, alpha=0.5)
 
 
@@ -144,29 +151,42 @@ class FACT(MethodBase):
                              balance=0.1),
         "paper": {
             "cifar100": _CIFAR,
-            "mini_imagenet": _paper("resnet18", SGDRecipe(epochs=1000, lr=0.1, batch_size=128, nesterov=True,
-                                                          schedule="cosine"), "mini", 0.01, 150, 0.5),
-            "cub200": _paper("resnet18", SGDRecipe(epochs=400, lr=0.005, batch_size=256, nesterov=True, schedule="step",
-                                                   milestones=(50, 100, 150, 200, 250, 300), gamma=0.25),
-                             "cub", 0.01, 0, 2.0, pretrained=IMAGENET_RESNET18),
+            "mini_imagenet": _paper(FIELD["mini_imagenet"], SGDRecipe(epochs=1000, lr=0.1, batch_size=128, nesterov=True,
+                                                                      schedule="cosine"), 0.01, 150, 0.5),
+            "cub200": _paper(FIELD["cub200"], SGDRecipe(epochs=400, lr=0.005, batch_size=256, nesterov=True,
+                                                        schedule="step", milestones=(50, 100, 150, 200, 250, 300),
+                                                        gamma=0.25), 0.01, 0, 2.0),
             "default": _CIFAR,
         },
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: FACTHparams = ctx.hparams
+        warm = [] if hp.warm_start is None else [cross_entropy_recipe_for(ctx, hp.backbone, hp.warm_start)]
+        return warm + [self._recipe(ctx, hp, warm[0] if warm else None)]
+
+    @staticmethod
+    def _recipe(ctx: Context, hp: FACTHparams, warm_recipe: dict[str, Any] | None) -> dict[str, Any]:
+        """FACT's base model's cache recipe; the warm start is named by its own recipe (both
+        models are keyed by the same benchmark, seed, views and data)."""
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        return {"kind": "fact", "version": FACT_BASE_VERSION, "backbone": hp.backbone, **init.identity,
+                "warm_start": warm_recipe, "sgd": recipe_key(hp.base), "classes": ctx.benchmark.num_base_classes,
+                "total_classes": ctx.num_classes_total,
+                **{k: getattr(hp, k) for k in ("temperature", "balance", "loss_start_epoch", "alpha",
+                                               "links_per_virtual", "shared_virtual")}}
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: FACTHparams = ctx.hparams
         num_base, num_classes = session.num_seen, ctx.num_classes_total
         if num_classes <= num_base:
             raise ValueError("FACT needs classes beyond the base session to reserve virtual prototypes for")
-        init = backbone_init(ctx, hp.backbone, hp.pretrained)
-        warm_backbone, warm_key = None, None
+        init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
+        warm_backbone, warm_recipe = None, None
         if hp.warm_start is not None:
             warm_backbone = cross_entropy_base_model(session, ctx, hp.backbone, hp.warm_start).backbone
-            warm_key = ctx.extra.pop("base_model")["key"]
-        recipe = {"kind": "fact", "version": FACT_BASE_VERSION, "backbone": hp.backbone, **init.identity,
-                  "warm_start": warm_key, "sgd": recipe_key(hp.base), "classes": num_base, "total_classes": num_classes,
-                  **{k: getattr(hp, k) for k in ("temperature", "balance", "loss_start_epoch", "alpha",
-                                                 "links_per_virtual", "shared_virtual")}}
+            warm_recipe = ctx.extra.pop("base_model")["recipe"]
+        recipe = self._recipe(ctx, hp, warm_recipe)
 
         def train(model: FACTNetwork) -> None:
             if warm_backbone is not None:
@@ -181,7 +201,8 @@ class FACT(MethodBase):
                 model.fc.weight[:num_base] = class_means(feats, labels, session.new_classes)
 
         self.model: FACTNetwork = cached_model(
-            ctx, recipe, lambda: FACTNetwork(init.build(), num_classes, num_base, hp.temperature), train)
+            ctx, recipe, lambda: FACTNetwork(init.build(), num_classes, num_base, hp.temperature), train,
+            data=session.train)
         self.model.requires_grad_(False)
         self.test_features = FrozenFeatureMemo(self.model.backbone)  # frozen from here on
         self.prototypes = self.model.fc.weight[:num_base].clone()

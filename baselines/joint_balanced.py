@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,14 @@ from torch import nn
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.toolkit.backbones import backbone_init
-from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, SMOKE_BASE_SGD, cross_entropy_base_model
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    cross_entropy_base_model,
+    cross_entropy_recipe_for,
+)
+from fscil_bench.toolkit.field import IMAGENET_RESNET18
 from fscil_bench.toolkit.exemplars import ImageBank, labelled_images, subsample_per_class
 from fscil_bench.toolkit.features import FrozenFeatureMemo, base_feature_pool, feature_views
 from fscil_bench.toolkit.imbalance import (
@@ -60,8 +68,6 @@ from fscil_bench.toolkit.imbalance import (
     paste_minority,
 )
 from fscil_bench.toolkit.training import SGDRecipe, sgd
-
-IMAGENET_RESNET18 = "torchvision-resnet18-imagenet1k-v1"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class JointBalancedHparams:
     session: SGDRecipe = field(default_factory=lambda: SGDRecipe(epochs=8, lr=0.1, batch_size=128, nesterov=True))
     train_backbone: bool = False
     pretrained: str | None = None
+    frozen_stages: int = -1
     train_view: str | None = None
     test_view: str | None = None
     validation_fraction: float = 0.1
@@ -115,6 +122,10 @@ class JointBalanced(MethodBase):
         },
     }
 
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: JointBalancedHparams = ctx.hparams
+        return [] if hp.train_backbone else [cross_entropy_recipe_for(ctx, hp.backbone, hp.base)]
+
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: JointBalancedHparams = ctx.hparams
         self.num_base, self.num_seen = session.num_seen, session.num_seen
@@ -123,7 +134,7 @@ class JointBalanced(MethodBase):
         self.generator = torch.Generator().manual_seed(ctx.stage_seed("joint-balanced-sampling"))
         self.rng = np.random.default_rng(ctx.stage_seed("joint-balanced-mixing"))
         if hp.train_backbone:
-            init = backbone_init(ctx, hp.backbone, hp.pretrained)
+            init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
             torch.manual_seed(ctx.stage_seed("joint-balanced-init"))
             backbone = init.build()
             self.model = nn.Sequential(backbone, nn.Linear(backbone.out_dim, ctx.num_classes_total, bias=False))

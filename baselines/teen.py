@@ -26,24 +26,32 @@ resize + random resized crop + flip on CUB). TEEN's data classes default to Auto
 Cutout on CIFAR) on CIFAR and mini (``dataloader/cifar100/cifar.py:53``,
 ``miniimagenet.py:15``), which the suite's views do not provide: expect lower base accuracy than
 the paper there. ``quick`` calibrates on top of the shared quick base model (convnet4-small,
-linear cross-entropy head) with CIFAR's T, tau and alpha.
+linear cross-entropy head) with CIFAR's T, tau and alpha. ``pretrained`` calibrates on a frozen
+pretrained network (ViT-B/16 on ImageNet-21k; :func:`fscil_bench.integrations.pretrained.frozen_backbone`)
+with no base training, with CIFAR's T, tau and alpha.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.toolkit.base_models import QUICK_BACKBONE, QUICK_BASE_SGD, SMOKE_BASE_SGD
-from fscil_bench.toolkit.decoupled_base import decoupled_base_model
+from fscil_bench.integrations.pretrained import FrozenBackbone, frozen_backbone, library_of
+from fscil_bench.toolkit.base_models import (
+    QUICK_BACKBONE,
+    QUICK_BASE_SGD,
+    SMOKE_BASE_SGD,
+    cross_entropy_base_model,
+    cross_entropy_recipe_for,
+)
 from fscil_bench.toolkit.features import FrozenFeatureMemo, base_feature_pool, class_means, extract_features
+from fscil_bench.toolkit.field import FIELD, FieldSetup
 from fscil_bench.toolkit.heads import cosine_logits
 from fscil_bench.toolkit.training import SGDRecipe
-
-IMAGENET_RESNET18 = "torchvision-resnet18-imagenet1k-v1"
 
 
 def calibrate(new: torch.Tensor, base: torch.Tensor, alpha: float, tau: float) -> torch.Tensor:
@@ -57,28 +65,40 @@ def calibrate(new: torch.Tensor, base: torch.Tensor, alpha: float, tau: float) -
 @dataclass(frozen=True)
 class TEENHparams:
     """``temperature``: T of the base classifier and of the test logits; ``tau`` (TEEN's
-    ``softmax_t``) and ``alpha`` (``shift_weight``): the calibration (module docstring)."""
+    ``softmax_t``) and ``alpha`` (``shift_weight``): the calibration (module docstring).
+    ``train_backbone=False`` (with ``pretrained``) calibrates on the pretrained network frozen,
+    without a base session of training (``backbone``, ``backbone_args``, ``normalize_inputs``:
+    :class:`fscil_bench.integrations.pretrained.FrozenBackboneHparams`)."""
 
-    backbone: str = QUICK_BACKBONE
+    backbone: str | None = QUICK_BACKBONE
     base: SGDRecipe = QUICK_BASE_SGD
     base_classifier: str = "linear"
     pretrained: str | None = None
+    frozen_stages: int = -1
     train_view: str | None = None
     test_view: str | None = None
     temperature: float = 16.0
     tau: float = 16.0
     alpha: float = 0.1
+    train_backbone: bool = True
+    backbone_args: tuple[tuple[str, Any], ...] | None = None
+    normalize_inputs: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.train_backbone and not self.pretrained:
+            raise ValueError("train_backbone=False uses a pretrained network frozen: set pretrained")
+        if self.train_backbone and (self.backbone is None or library_of(self.backbone)):
+            raise ValueError(f"backbone {self.backbone!r} is only used frozen: set train_backbone=False")
 
 
-def _paper(backbone: str, base: SGDRecipe, views: str, temperature: float, alpha: float,
-           pretrained: str | None = None) -> TEENHparams:
-    return TEENHparams(backbone=backbone, base=base, base_classifier="cosine", pretrained=pretrained,
-                       train_view=f"cec-{views}-train", test_view=f"cec-{views}-test", temperature=temperature,
-                       tau=16.0, alpha=alpha)
+def _paper(setup: FieldSetup, base: SGDRecipe, temperature: float, alpha: float) -> TEENHparams:
+    return TEENHparams(backbone=setup.backbone, base=base, base_classifier="cosine", pretrained=setup.pretrained,
+                       train_view=setup.train_view, test_view=setup.test_view, temperature=temperature, tau=16.0,
+                       alpha=alpha)
 
 
-_CIFAR = _paper("resnet20", SGDRecipe(epochs=600, lr=0.1, batch_size=256, nesterov=True, schedule="cosine"), "cifar",
-                temperature=16.0, alpha=0.1)
+_CIFAR = _paper(FIELD["cifar100"], SGDRecipe(epochs=600, lr=0.1, batch_size=256, nesterov=True, schedule="cosine",
+                                             drop_last=False), temperature=16.0, alpha=0.1)
 
 
 class TEEN(MethodBase):
@@ -89,30 +109,46 @@ class TEEN(MethodBase):
         "smoke": TEENHparams(base=SMOKE_BASE_SGD),
         "paper": {
             "cifar100": _CIFAR,
-            "mini_imagenet": _paper("resnet18", SGDRecipe(epochs=1000, lr=0.1, batch_size=128, nesterov=True,
-                                                          schedule="cosine"), "mini", temperature=32.0, alpha=0.5),
-            "cub200": _paper("resnet18", SGDRecipe(epochs=400, lr=0.004, batch_size=128, nesterov=True, schedule="step",
-                                                   milestones=(50, 100, 150, 200, 250, 300), gamma=0.25),
-                             "cub", temperature=32.0, alpha=0.5, pretrained=IMAGENET_RESNET18),
+            "mini_imagenet": _paper(FIELD["mini_imagenet"], SGDRecipe(epochs=1000, lr=0.1, batch_size=128, nesterov=True,
+                                                                      schedule="cosine", drop_last=False),
+                                    temperature=32.0, alpha=0.5),
+            "cub200": _paper(FIELD["cub200"], SGDRecipe(epochs=400, lr=0.004, batch_size=128, nesterov=True, schedule="step",
+                                                        milestones=(50, 100, 150, 200, 250, 300), gamma=0.25,
+                                                        drop_last=False), temperature=32.0, alpha=0.5),
             "default": _CIFAR,
         },
+        "pretrained": TEENHparams(backbone=None, pretrained="timm-vit-b16-in21k", train_backbone=False),
     }
+
+    def base_model_recipes(self, ctx: Context) -> list[dict[str, Any]]:
+        hp: TEENHparams = ctx.hparams
+        if not hp.train_backbone:
+            return []  # the frozen pretrained network: no base model
+        return [cross_entropy_recipe_for(ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                         hp.base_classifier, hp.temperature)]
 
     def fit_base(self, session: Session, ctx: Context) -> None:
         hp: TEENHparams = ctx.hparams
-        base = decoupled_base_model(session, ctx, hp.backbone, hp.base, hp.base_classifier, hp.temperature,
-                                    hp.pretrained)
-        self.backbone = base.backbone
-        self.backbone.requires_grad_(False)
-        self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
+        self.frozen: FrozenBackbone | None = None
         self.temperature, self.tau, self.alpha = hp.temperature, hp.tau, hp.alpha
-        _, feats, labels = base_feature_pool(ctx, session.train, self.backbone, ctx.extra["base_model"]["key"], None)
+        if not hp.train_backbone:
+            self.frozen = self.backbone = frozen_backbone(session, ctx, hp)
+            self.test_features = self.frozen.memo()  # kept on disk, shared by the methods on these weights
+            feats, labels = self.frozen.features(session.train)
+        else:
+            base = cross_entropy_base_model(session, ctx, hp.backbone, hp.base, hp.pretrained, hp.frozen_stages,
+                                            classifier=hp.base_classifier, scale=hp.temperature)
+            self.backbone = base.backbone
+            self.backbone.requires_grad_(False)
+            self.test_features = FrozenFeatureMemo(self.backbone)  # the backbone never changes again
+            _, feats, labels = base_feature_pool(ctx, session.train, self.backbone, ctx.extra["base_model"]["key"], None)
         self.prototypes = class_means(feats, labels, session.new_classes)
         self.num_base = len(self.prototypes)  # the calibration's anchors are the first rows
 
     @torch.no_grad()
     def fit_session(self, session: Session, ctx: Context) -> None:
-        feats, labels = extract_features(self.backbone, session.train, ctx)
+        feats, labels = (self.frozen.features(session.train) if self.frozen is not None
+                         else extract_features(self.backbone, session.train, ctx))
         new = calibrate(class_means(feats, labels, session.new_classes), self.prototypes[: self.num_base], self.alpha, self.tau)
         self.prototypes = torch.cat([self.prototypes, new])
 
