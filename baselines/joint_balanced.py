@@ -132,14 +132,14 @@ class JointBalanced(MethodBase):
         self.train_backbone = hp.train_backbone
         self.bank = ImageBank()
         self.generator = torch.Generator().manual_seed(ctx.stage_seed("joint-balanced-sampling"))
-        self.rng = np.random.default_rng(ctx.stage_seed("joint-balanced-mixing"))
+        self.mixing_seed = ctx.stage_seed("joint-balanced-mixing")  # CMO draws: one numpy stream per session
         if hp.train_backbone:
             init = backbone_init(ctx, hp.backbone, hp.pretrained, hp.frozen_stages)
             torch.manual_seed(ctx.stage_seed("joint-balanced-init"))
             backbone = init.build()
             self.model = nn.Sequential(backbone, nn.Linear(backbone.out_dim, ctx.num_classes_total, bias=False))
             self.model.to(ctx.device)
-            self.initial = copy.deepcopy(self.model.state_dict())  # every session starts from these weights
+            self.initial = copy.deepcopy(self.model)  # every session starts from these weights
             self.bank.add(session.train)
             self._fit_session0(session, ctx, hp)
             return
@@ -150,9 +150,10 @@ class JointBalanced(MethodBase):
         pool, self.pool_features, _ = base_feature_pool(ctx, session.train, self.backbone,
                                                         ctx.extra["base_model"]["key"], hp.feature_pool_per_class)
         self.bank.add(pool)
-        self.shot_views = torch.zeros(0, 1 + hp.augmented_views, self.backbone.out_dim, device=ctx.device)
+        self.views_per_shot = 1 + hp.augmented_views  # shot i's views are rows i * views_per_shot onwards
+        self.shot_views = torch.zeros(0, self.backbone.out_dim, device=ctx.device)
         torch.manual_seed(ctx.stage_seed("joint-balanced-head"))
-        self.initial = nn.Linear(self.backbone.out_dim, ctx.num_classes_total, bias=False).state_dict()
+        self.initial = nn.Linear(self.backbone.out_dim, ctx.num_classes_total, bias=False)
 
     def _fit_session0(self, session: Session, ctx: Context, hp: JointBalancedHparams) -> None:
         """Plain cross-entropy on 90% of each base class; the epoch best on the other 10% is kept."""
@@ -179,12 +180,11 @@ class JointBalanced(MethodBase):
         self.num_seen = session.num_seen
         union_labels = self.bank.labels.to(ctx.device)
         if hp.train_backbone:
-            self.model.load_state_dict(self.initial)
+            self.model.load_state_dict(self.initial.state_dict())
         else:
             views = feature_views(self.backbone, session.train, ctx, hp.augmented_views, self.generator)
-            self.shot_views = torch.cat([self.shot_views, views])
-            self.head = nn.Linear(self.backbone.out_dim, ctx.num_classes_total, bias=False).to(ctx.device)
-            self.head.load_state_dict(self.initial)
+            self.shot_views = torch.cat([self.shot_views, views.flatten(0, 1)])
+            self.head = copy.deepcopy(self.initial).to(ctx.device)
         for _ in self._epochs(self.bank.as_labelled(), union_labels, hp.session, ctx,
                               f"joint-balanced session {session.index}", balanced=True):
             pass
@@ -201,6 +201,7 @@ class JointBalanced(MethodBase):
         prior = log_prior(torch.bincount(labels, minlength=self.num_seen))
         tail = torch.arange(self.num_base, self.num_seen, device=ctx.device)  # the novel classes seen so far
         step = 0
+        rng = np.random.default_rng([self.mixing_seed, self.num_seen])
         for epoch in ctx.progress(range(recipe.epochs), desc=desc, total=recipe.epochs):
             module.train()
             if not hp.train_backbone:
@@ -209,8 +210,8 @@ class JointBalanced(MethodBase):
             order = torch.randperm(n, generator=self.generator)
             for b in range(steps_per_epoch):
                 idx = order[b * batch:(b + 1) * batch] if n > batch else order
-                mix = cmo_epoch and self.rng.random() < hp.cmo_prob
-                forward, targets = self._batch(data, idx, mix, ctx)
+                mix = cmo_epoch and rng.random() < hp.cmo_prob
+                forward, targets = self._batch(data, idx, mix, rng, ctx)
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr_at(step, steps_per_epoch)
                 step += 1
@@ -227,7 +228,7 @@ class JointBalanced(MethodBase):
             module.eval()
             yield epoch
 
-    def _batch(self, data, idx: torch.Tensor, mix: bool, ctx: Context):
+    def _batch(self, data, idx: torch.Tensor, mix: bool, rng: np.random.Generator, ctx: Context):
         """A batch of the union as (a function computing its logits over the seen classes, its targets)."""
         hp: JointBalancedHparams = ctx.hparams
         labels = data.labels[idx].to(ctx.device)
@@ -238,7 +239,7 @@ class JointBalanced(MethodBase):
                 partner = minority_draw(data.labels, len(idx), self.generator)
                 partners = data.train_transform(data.raw_images[partner].to(ctx.device), self.generator)
                 images, targets = paste_minority(images, labels, partners, data.labels[partner].to(ctx.device),
-                                                 hp.cmo_beta, self.rng, self.generator)
+                                                 hp.cmo_beta, rng, self.generator)
             if hp.train_backbone:
                 return lambda: self.model(images)[:, :self.num_seen], targets
             with torch.no_grad():
@@ -254,8 +255,8 @@ class JointBalanced(MethodBase):
         is_shot = idx >= n_pool
         out = self.pool_features[idx.clamp(max=n_pool - 1)].clone()
         shots = idx[is_shot] - n_pool
-        pick = torch.randint(self.shot_views.shape[1], (len(shots),), generator=self.generator).to(idx.device)
-        out[is_shot] = self.shot_views[shots, pick]
+        pick = torch.randint(self.views_per_shot, (len(shots),), generator=self.generator).to(idx.device)
+        out[is_shot] = self.shot_views[shots * self.views_per_shot + pick]
         return out
 
     @torch.no_grad()
@@ -276,7 +277,7 @@ class JointBalanced(MethodBase):
         return self.model[1] if self.train_backbone else self.head
 
     def memory(self) -> MemoryDeclaration:
-        features = 0 if self.train_backbone else len(self.pool_features) + self.shot_views[:, :, 0].numel()
+        features = 0 if self.train_backbone else len(self.pool_features) + len(self.shot_views)
         dim = self._head().in_features
         kept = "every training image" if self.train_backbone else "a pool of base images per class and every shot"
         return MemoryDeclaration(
