@@ -46,7 +46,8 @@ def watched(method_cls: type, instances: list, **overrides) -> type:
 
 @pytest.fixture(scope="module")
 def shared_options(tmp_path_factory) -> RunOptions:
-    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None)
+    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None,
+                      isolation="none")  # the tests read the method objects they make
 
 
 @pytest.fixture(scope="module")
