@@ -263,6 +263,9 @@ ROLES = {
     "joint": {"bank.images": "exemplars", "bank.labels": "labels", "features": "features", "feature_labels": "labels"},
     **{n: {"means": "features", "mean_labels": "labels"} for n in ("etf", "etf-ce", "etf-linear-ce")},
     **{n: {} for n in ("avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay")},
+    "alice": {"prototypes": "features"},
+    "savc": {"rows": "features"},
+    "s3c": {"prototypes": "features"},
 }
 
 
