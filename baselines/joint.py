@@ -26,7 +26,7 @@ optimiser and schedule with a linear head); the rest is ours:
   ``samples_per_epoch``).
 * ``train_backbone=False`` (``quick``): the backbone stays the base model's and the head is
   retrained on features of the union: a seeded pool of ``feature_pool_per_class`` base images per
-  class (the pool whose features iCaRL and CEC-episodic share through the feature cache) plus
+  class (the pool whose features iCaRL, CEC and joint-balanced share through the feature cache) plus
   every few shot, each shot also under ``augmented_views`` training augmentations, by
   ``head_steps`` full-batch steps on the class-balanced (class-weighted) cross-entropy. This is
   the oracle for the decoupled methods (prototype, ETF, CEC), which freeze the backbone too, and

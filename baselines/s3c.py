@@ -35,7 +35,8 @@ Where this implementation differs from the official code, and why:
 * The paper (p. 6, p. 8) shares one ``sigma`` among the rotations of a class and initialises a new
   class's ``sigma`` from its most similar base class through GloVe vectors; the code does neither
   (one ``sigma`` per row and dimension; new rows keep ``sigma = 0``). This follows the code.
-* The eps draws come from the run's generator; the prototypes are not shuffled before the loss
+* The eps draws and the attention block's dropout masks come from the run's generators (never
+  the global random state); the prototypes are not shuffled before the loss
   (``fscil_trainer.py:209-211``; the loss does not depend on their order).
 
 Presets. ``paper`` follows the official scripts where they run: CIFAR ``run_cifar_s3c.sh`` (200
@@ -100,7 +101,12 @@ _PAPER_CIFAR = S3CHparams(backbone="resnet20", base=_paper_sgd(200, 0.1, (120, 1
 
 
 class SingleTokenAttention(nn.Module):
-    """CEC's one-head attention block applied to a single token (module docstring)."""
+    """CEC's one-head attention block applied to a single token (module docstring). In training
+    mode its two dropout masks are drawn from the generator passed to :meth:`forward`, so a run's
+    draws never depend on the process's global random state."""
+
+    attention_drop = 0.1
+    output_drop = 0.5
 
     def __init__(self, dim: int):
         super().__init__()
@@ -108,13 +114,22 @@ class SingleTokenAttention(nn.Module):
         nn.init.normal_(self.value.weight, std=math.sqrt(2.0 / (2 * dim)))
         self.out = nn.Linear(dim, dim)
         nn.init.xavier_normal_(self.out.weight)
-        self.attention_dropout = nn.Dropout(0.1)
-        self.dropout = nn.Dropout(0.5)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        weight = self.attention_dropout(torch.ones(len(u), 1, device=u.device, dtype=u.dtype))
-        return self.norm(u + self.dropout(self.out(weight * self.value(u))))
+    def forward(self, u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        weight = torch.ones(len(u), 1, device=u.device, dtype=u.dtype)
+        branch_mask = torch.ones_like(u)
+        if self.training:
+            if generator is None:
+                raise ValueError("SingleTokenAttention draws its dropout masks from a generator in training mode")
+            weight = _dropout_mask(weight.shape, self.attention_drop, generator).to(u)
+            branch_mask = _dropout_mask(u.shape, self.output_drop, generator).to(u)
+        return self.norm(u + branch_mask * self.out(weight * self.value(u)))
+
+
+def _dropout_mask(shape: torch.Size, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Inverted dropout's mask: 0 with probability ``p``, else ``1 / (1 - p)``, drawn from ``generator``."""
+    return (torch.rand(shape, generator=generator) >= p).float() / (1 - p)
 
 
 class StochasticCosineClassifier(nn.Module):
@@ -142,8 +157,10 @@ class S3CNetwork(nn.Module):
         self.attention = SingleTokenAttention(backbone.out_dim)
         self.classifier = StochasticCosineClassifier(backbone.out_dim, rows, scale, offset)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.backbone(x))
+    def features(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The attention block's output on the pooled backbone features (``generator``: the
+        dropout masks' draws in training mode)."""
+        return self.attention(self.backbone(x), generator)
 
 
 class S3C(MethodBase):
@@ -167,7 +184,7 @@ class S3C(MethodBase):
     @staticmethod
     def base_recipe(hp: S3CHparams, ctx: Context, init: dict[str, Any]) -> dict[str, Any]:
         """The cache key material of the base model (``init``: the backbone's identity)."""
-        return {"kind": "s3c", "backbone": hp.backbone, "sgd": recipe_key(hp.base),
+        return {"kind": "s3c", "version": 2, "backbone": hp.backbone, "sgd": recipe_key(hp.base),
                 "classes": ctx.benchmark.num_base_classes, "rows": ROTATIONS.size * ctx.num_classes_total,
                 "images_per_class": hp.base_images_per_class, "scale": hp.scale, "sigma_offset": hp.sigma_offset,
                 **init}
@@ -189,7 +206,8 @@ class S3C(MethodBase):
             def batch_loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                 x = ROTATIONS.expand(view(images, generator))
                 eps = model.classifier.draw(generator)
-                return F.cross_entropy(model.classifier(model.features(x), eps)[:, :base_rows], ROTATIONS.joint_labels(labels))
+                logits = model.classifier(model.features(x, generator), eps)[:, :base_rows]
+                return F.cross_entropy(logits, ROTATIONS.joint_labels(labels))
 
             train_on_raw_batches(model, data, batch_loss, hp.base, ctx, "S3C base session", generator)
 
@@ -235,7 +253,7 @@ class S3C(MethodBase):
         net.attention.train()  # its dropouts are active while the shots' features are computed
         for _ in range(hp.session_steps):
             with torch.no_grad():
-                shots = net.attention(pooled)
+                shots = net.attention(pooled, self.generator)
             logits = clf(torch.cat([old, shots]), clf.draw(self.generator))[:, :seen_rows]
             loss = hp.proto_weight * F.cross_entropy(logits[: len(old)], old_targets) \
                 + F.cross_entropy(logits[len(old):], targets)

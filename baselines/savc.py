@@ -63,7 +63,6 @@ from torch import nn
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
 from fscil_bench.cache import stable_hash
 from fscil_bench.data.augment import ColorJitter, HorizontalFlip, Pipeline, RandomApply, RandomCrop, RandomGrayscale
-from fscil_bench.data.transforms import Normalization
 from fscil_bench.data.views import MethodViews, ViewInputs
 from fscil_bench.toolkit.backbones import backbone_init
 from fscil_bench.toolkit.base_models import QUICK_BACKBONE, cached_model
@@ -74,9 +73,6 @@ from fscil_bench.toolkit.heads import cosine_logits
 from fscil_bench.toolkit.multicrop import MultiCrops, WithCrops
 from fscil_bench.toolkit.own_base import base_subset, train_on_raw_batches
 from fscil_bench.toolkit.training import SGDRecipe, recipe_key
-
-#: SAVC's CIFAR-100 normalisation (``dataloader/cifar100/cifar.py:85``, ``data_utils.py:34-35``).
-SAVC_CIFAR_NORM = Normalization(mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761))
 
 
 @dataclass(frozen=True)
@@ -98,8 +94,8 @@ class SAVCHparams:
     small_size: int = 18
     small_scale: tuple[float, float] = (0.2, 0.7)
     small_crops: int = 4
-    train_view: str | None = "cec-cifar-train"  # the classification view (None: pad-and-crop at large_size)
-    test_view: str | None = "cec-cifar-test"  # None: the image as it is
+    train_view: str | None = "savc-cifar-train"  # the classification view (None: pad-and-crop at large_size)
+    test_view: str | None = "savc-cifar-test"  # None: the image as it is
 
 
 def _paper_sgd(epochs: int, lr: float, milestones: tuple[int, ...] = ()) -> SGDRecipe:
@@ -190,20 +186,21 @@ class SAVC(MethodBase):
 
     @classmethod
     def views(cls, hparams: SAVCHparams, inputs: ViewInputs) -> MethodViews:
-        """The named classification and test views (SAVC's own normalisation on CIFAR-100), the
-        classification view carrying the multi-crops of :mod:`fscil_bench.toolkit.multicrop`."""
+        """The named classification and test views, the classification view carrying the
+        multi-crops of :mod:`fscil_bench.toolkit.multicrop` (their settings are hyperparameters,
+        part of the base model's key). Without a named view: pad-and-crop at ``large_size`` and
+        the image as it is."""
         named = super().views(hparams, inputs)
         flip = (HorizontalFlip(0.5),) if inputs.flip else ()
         size = hparams.large_size
         train = named.train or Pipeline(inputs.norm, (RandomCrop(size, padding=size // 8), *flip), uint8_steps=True)
         test = named.test or Pipeline(inputs.norm, uint8_steps=True)
-        if inputs.family == "cifar100":
-            train, test = (dataclasses.replace(v, norm=SAVC_CIFAR_NORM) for v in (train, test))
         jitter = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, uint8_levels=True)
         secondary = Pipeline(train.norm, (*flip, RandomApply(jitter, 0.8), RandomGrayscale(0.2)), uint8_steps=True)
         crops = MultiCrops(secondary, hparams.large_size, hparams.large_scale, hparams.small_size, hparams.small_scale,
                            hparams.small_crops)
-        return MethodViews(train=WithCrops(train, crops), test=test)
+        return MethodViews(train=WithCrops(train, crops), test=test, train_name=named.train_name,
+                           test_name=named.test_name)
 
     @staticmethod
     def base_recipe(hp: SAVCHparams, ctx: Context, init: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The field's baselines (joint, iCaRL, CEC-episodic, Avalanche strategies) through the common protocol."""
+"""The general baselines (joint, iCaRL, Avalanche strategies) and the learn2learn episode sampler."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fscil_bench.baselines.avalanche_methods import (
     AvalancheNaive,
     AvalancheReplay,
 )
-from fscil_bench.baselines.cec_episodic import CECEpisodic
 from fscil_bench.baselines.icarl import ICaRL, herding_selection
 from fscil_bench.baselines.joint import Joint
 
@@ -24,7 +23,7 @@ from fscil_bench.run.methods import discover
 from fscil_bench.run.runner import RunOptions, run_method
 
 #: The methods tested here (each with its ``smoke`` preset, seconds on the 16 px synthetic benchmark).
-METHODS = [Joint, ICaRL, CECEpisodic, AvalancheNaive, AvalancheLwF, AvalancheEWC, AvalancheReplay]
+METHODS = [Joint, ICaRL, AvalancheNaive, AvalancheLwF, AvalancheEWC, AvalancheReplay]
 
 
 def tiny(method_cls: type, **overrides) -> type:
@@ -106,7 +105,7 @@ def test_joint_record_marks_it_oracle_and_it_declares_every_past_training_image(
     assert record["memory"]["bytes"] >= kept * int(np.prod(bench.train.images.shape[1:]))
     assert "all past training data" in record["memory"]["notes"]
     # The protocol's other methods are not oracles.
-    assert not ICaRL.oracle and not CECEpisodic.oracle and not AvalancheReplay.oracle
+    assert not ICaRL.oracle and not AvalancheReplay.oracle
 
 
 def test_joint_fine_tunes_the_network_on_the_union_class_balanced(synthetic_benchmark, shared_options, monkeypatch):
@@ -181,17 +180,7 @@ def test_icarl_logit_distillation_and_mirrored_means_run(tiny_runs, shared_optio
     assert result.status == "completed", result.error and result.error["traceback"]
 
 
-# --- CEC-episodic ----------------------------------------------------------------------------------
-
-
-def test_cec_episodic_starts_as_the_prototype_classifier_and_meta_trains(tiny_runs):
-    from fscil_bench.baselines.cec_episodic import ClassifierAdapter
-
-    adapter = ClassifierAdapter(8, 4)
-    w = torch.randn(5, 8)
-    assert torch.allclose(adapter(w), torch.nn.functional.normalize(w, dim=1))  # identity before training
-    info = tiny_runs["get"](CECEpisodic).extra["cec_episodic"]
-    assert info["episodes"] == CECEpisodic.resolve_preset("smoke", "synthetic").episodes and info["first_loss"] is not None
+# --- learn2learn episodes (CEC's pseudo-incremental tasks) ----------------------------------------
 
 
 def test_episode_sampler_draws_reproducible_disjoint_n_way_tasks():

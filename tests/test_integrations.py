@@ -87,13 +87,13 @@ from conftest import make_synthetic_benchmark
 
 registry = discover()  # loads every entry point, the Avalanche and CEC methods included
 assert not registry.errors, registry.errors
-for name in ("joint", "icarl", "cec-episodic", "avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay"):
+for name in ("joint", "icarl", "cec", "avalanche-naive", "avalanche-lwf", "avalanche-ewc", "avalanche-replay"):
     assert name in registry.methods, name
 bench = make_synthetic_benchmark()
 options = RunOptions(cache_dir=Path(CACHE), log=lambda msg: None, isolation="none")
 result = run_method(bench, registry.get("prototype"), "quick", 0, options)
 assert result.status == "completed", result.error
-for name in ("avalanche-naive", "cec-episodic"):
+for name in ("avalanche-naive", "cec"):
     failed = run_method(bench, registry.get(name), "quick", 0, options)
     assert failed.status == "failed" and failed.error["type"] == "ImportError", failed.error
     assert "pip install" in failed.error["message"] or "install" in failed.error["message"], failed.error["message"]

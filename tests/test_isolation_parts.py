@@ -123,7 +123,7 @@ def test_a_method_reference_is_an_import_path_or_a_plugin_file():
     with pytest.raises(PluginError, match="cannot be imported by name in a worker process"):
         MethodRef.of_class(dynamic)
     info = MethodInfo.of_class(Prototype, "fscil_bench.baselines.prototype")
-    assert info.presets == ("quick", "smoke", "paper") and MethodInfo.from_json(info.to_json()) == info
+    assert info.presets == ("quick", "smoke", "paper", "pretrained") and MethodInfo.from_json(info.to_json()) == info
     with pytest.raises(ValueError, match="'presets' should be a list of names"):
         MethodInfo.from_json({**info.to_json(), "presets": "quick"})
 

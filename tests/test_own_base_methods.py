@@ -19,10 +19,10 @@ from fscil_bench.baselines.alice import (
     pair_class,
 )
 from fscil_bench.baselines.s3c import S3C, SingleTokenAttention, StochasticCosineClassifier
-from fscil_bench.baselines.savc import SAVC, SAVC_CIFAR_NORM, small_crop_key_rows
+from fscil_bench.baselines.savc import SAVC, small_crop_key_rows
 from fscil_bench.data.augment import ColorJitter, RandomApply
 from fscil_bench.data.transforms import Normalization
-from fscil_bench.data.views import ALICE_NORM, ViewInputs, build_view
+from fscil_bench.data.views import ALICE_NORM, SAVC_CIFAR_NORM, ViewInputs, build_view
 from fscil_bench.run.methods import discover
 from fscil_bench.run.runner import RunOptions, run_method
 from fscil_bench.toolkit.contrastive import LabelledQueue, momentum_update, sup_contrastive_loss
@@ -186,6 +186,15 @@ def test_s3c_stochastic_classifier_and_attention_block():
     assert torch.allclose(clf(x, eps), 16 * F.normalize(x, dim=1) @ F.normalize(w, dim=1).T, atol=1e-5)
     block = SingleTokenAttention(5).eval()
     assert torch.allclose(block(x), block.norm(x + block.out(block.value(x))), atol=1e-6)
+    # training mode: the dropout masks come from the generator passed in, whatever the global state
+    block.train()
+    torch.manual_seed(1)
+    first = block(x, torch.Generator().manual_seed(3))
+    torch.manual_seed(2)
+    assert torch.equal(first, block(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, block(x, torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError, match="generator"):
+        block(x)
 
 
 # --- SAVC -----------------------------------------------------------------------------------------

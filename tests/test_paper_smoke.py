@@ -44,9 +44,10 @@ def _short(value, name: str = ""):
 def shortened(hparams):
     """``hparams`` with every recipe cut to one loader epoch / a few steps."""
     changes = {f.name: _short(getattr(hparams, f.name), f.name) for f in dataclasses.fields(hparams)}
-    for name, few in (("session_steps", None), ("episodes", 4), ("epochs", 1)):
-        if hasattr(hparams, name) and getattr(hparams, name) is not None:
-            changes[name] = tuple(6 for _ in hparams.session_steps) if name == "session_steps" else few
+    for name, few in (("session_steps", 6), ("episodes", 4), ("epochs", 1)):
+        value = getattr(hparams, name, None)
+        if value is not None:  # session_steps: one count for every session, or one per session
+            changes[name] = tuple(few for _ in value) if isinstance(value, tuple) else few
     if getattr(hparams, "adapter_sgd", None) is not None:
         changes["adapter_sgd"] = dataclasses.replace(hparams.adapter_sgd, steps=4, milestones=(2,))
     return dataclasses.replace(hparams, **changes)

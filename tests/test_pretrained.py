@@ -92,7 +92,8 @@ def direct_features(library: str, model, images) -> torch.Tensor:
 @pytest.mark.parametrize("weights, library", [("tiny-timm-vit", "timm"), ("tiny-open-clip", "open_clip")])
 def test_tiny_library_backbones_run_the_three_methods_and_embed_each_image_once(weights, library, known_tiny,
                                                                                 glyphs_tiny, tmp_path):
-    options = RunOptions(cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"], log=lambda m: None)
+    options = RunOptions(cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"], log=lambda m: None,
+                         isolation="none")  # classes of this module, and the test counts their calls
     model, path = known_tiny[library]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     results, embedded = {}, []
@@ -178,7 +179,8 @@ def test_prototype_and_etf_take_a_library_backbone_through_their_presets(known_t
         assert (etf_hp.backbone, etf_hp.pretrained, etf_hp.train_backbone) == (
             "timm:vit_base_patch16_224", "timm-vit-b16-in21k", False)
     bench = make_synthetic_benchmark(sessions=2)  # 16 px images: the adapter resizes them to the ViT's 32 px
-    options = RunOptions(cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"], log=lambda m: None)
+    options = RunOptions(cache_dir=tmp_path / "cache", weights_dir=known_tiny["folder"], log=lambda m: None,
+                         isolation="none")
     proto = on_weights(Prototype, "tiny-timm-vit")
     proto.presets["tiny"] = dataclasses.replace(proto.presets["tiny"], backbone=None, train_backbone=False)
     assert proto().base_model_recipes(Context.create(bench.info(), proto.presets["tiny"], 0, cache_dir=tmp_path)) == []

@@ -62,7 +62,7 @@ def test_the_known_disagreements_with_the_recipe_notes_are_the_codes_values():
     assert official_values("etf", "mini_imagenet")["copy_list"]["value"][:2] == [1, 2]
     assert official_values("etf", "cub200")["frozen_stages"]["value"] == 1
     assert official_values("prototype", "cub200")["base.milestones"]["value"] == [30, 40, 60, 80]
-    assert official_values("cec-episodic", "cub200")["queries"]["value"] == 10
+    assert official_values("cec", "cub200")["queries"]["value"] == 10
 
 
 @pytest.mark.parametrize("benchmark", ["cifar100", "mini_imagenet", "cub200"])

@@ -70,7 +70,7 @@ def test_the_grid_files_a_run_with_weights_under_its_track(tmp_path, synthetic_b
     monkeypatch.setattr("fscil_bench.run.grid.get_benchmark", lambda name: type(
         "Spec", (), {"id": synthetic_benchmark.id, "family": "synthetic", "load": lambda self, o: synthetic_benchmark})())
     store = ResultsStore(tmp_path / "runs")
-    options = RunOptions(cache_dir=tmp_path / "cache", log=lambda m: None)
+    options = RunOptions(cache_dir=tmp_path / "cache", log=lambda m: None, isolation="none")  # a class defined in the test
     outcomes = run_grid(["synthetic"], [cls.name], [0], "quick", registry, store, options,
                         LoadOptions(cache_dir=tmp_path / "cache"), echo=lambda m: None)
     key = RunKey(synthetic_benchmark.id, cls.name, "quick", 0, track="pretrained-my_weights")

@@ -35,7 +35,7 @@ def test_every_named_view_gives_the_published_size(name):
     out = view(torch.randint(0, 256, (3, stored, stored, 3), dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, size, size)
     assert VIEWS.get(name).source.split("@")[0] in ("NeuralCollapseApplications/FSCIL", "icoz69/CEC-CVPR2021",
-                                                     "CanPeng123/FSCIL_ALICE")
+                                                     "CanPeng123/FSCIL_ALICE", "zysong0113/SAVC")
 
 
 def test_published_normalisation_on_its_family_and_the_benchmarks_elsewhere():

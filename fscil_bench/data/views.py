@@ -12,7 +12,7 @@ normalisation and whether a mirror image keeps its class. A view that names its 
 normalisation constants uses them on the family they were published for and the benchmark's
 elsewhere; a view with a flip leaves the flip out where mirroring changes the class
 (glyphs100). The views of the published recipes (sources: NeuralCollapseApplications/FSCIL@37a5475,
-icoz69/CEC-CVPR2021@3a5d335, CanPeng123/FSCIL_ALICE@955e640):
+icoz69/CEC-CVPR2021@3a5d335, CanPeng123/FSCIL_ALICE@955e640, zysong0113/SAVC@1543c9c):
 
 ======================  ==========================================================================
 ``nc-cifar-train``      RandomResizedCrop 32, scale (0.6, 1), bicubic without antialiasing (OpenCV);
@@ -44,6 +44,9 @@ icoz69/CEC-CVPR2021@3a5d335, CanPeng123/FSCIL_ALICE@955e640):
 ``alice-cub-train``     resize the shorter side to 256, then as ``alice-cifar-train`` at 224 px
                         (``alice/dataloader/cub200/cub200.py:19-27``)
 ``alice-cub-test``      resize the shorter side to 256, centre crop 224 (``cub200.py:38-43``)
+``savc-cifar-train``    as ``cec-cifar-train`` with SAVC's CIFAR normalisation
+                        (``dataloader/cifar100/cifar.py:85``, ``dataloader/data_utils.py:34-35``)
+``savc-cifar-test``     the image as it is, SAVC's CIFAR normalisation
 ======================  ==========================================================================
 
 Every step of these views works on 8-bit levels (:class:`~fscil_bench.data.augment.Pipeline`'s
@@ -82,6 +85,9 @@ IMAGENET_NORM = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.2
 #: ALICE's constants on every dataset: CIFAR-10's (``alice/dataloader/cifar100/cifar.py:78``,
 #: ``miniimagenet.py:52``, ``cub200.py:26``).
 ALICE_NORM = Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
+
+#: SAVC's CIFAR-100 constants (``dataloader/cifar100/cifar.py:85``, ``dataloader/data_utils.py:34-35``).
+SAVC_CIFAR_NORM = Normalization(mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761))
 
 #: OpenCV's BGR grey weights applied to an RGB array: NC-FSCIL's ColorJitter on CIFAR (whose
 #: arrays are RGB while mmcv's grey conversion assumes BGR) weighs R by 0.114 and B by 0.299.
@@ -156,6 +162,7 @@ def _alice_train(inputs: ViewInputs, family: str, size: int, *resize: Operation)
 NC = "NeuralCollapseApplications/FSCIL@37a5475"
 CEC = "icoz69/CEC-CVPR2021@3a5d335"
 ALICE = "CanPeng123/FSCIL_ALICE@955e640"
+SAVC = "zysong0113/SAVC@1543c9c"
 
 VIEWS: Registry[View] = Registry("view")
 for _view in (
@@ -210,6 +217,12 @@ for _view in (
          lambda i: _alice_train(i, "cub200", 224, Resize(256))),
     View("alice-cub-test", "resize the shorter side to 256, centre crop 224", f"{ALICE} alice/dataloader/cub200/cub200.py:38-43",
          lambda i: _pipeline(_norm(i, "cub200", ALICE_NORM), Resize(256), CenterCrop(224))),
+    View("savc-cifar-train", "random crop 32 with 4 px black padding, flip; SAVC's CIFAR normalisation",
+         f"{SAVC} dataloader/cifar100/cifar.py:85; dataloader/data_utils.py:34-35",
+         lambda i: _pipeline(_norm(i, "cifar100", SAVC_CIFAR_NORM), RandomCrop(32, padding=4), *_flip(i))),
+    View("savc-cifar-test", "the image as it is; SAVC's CIFAR normalisation",
+         f"{SAVC} dataloader/cifar100/cifar.py:85; dataloader/data_utils.py:34-35",
+         lambda i: _pipeline(_norm(i, "cifar100", SAVC_CIFAR_NORM))),
 ):
     VIEWS.add(_view.name, _view)
 

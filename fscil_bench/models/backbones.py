@@ -98,6 +98,8 @@ BACKBONES.add("resnet18", lambda: TorchvisionResNet18(small_inputs=False))
 BACKBONES.add("resnet18-small-input", lambda: TorchvisionResNet18(small_inputs=True))
 BACKBONES.add("resnet12", lambda: ResNet12((64, 160, 320, 640)))
 BACKBONES.add("resnet20", lambda: ResNet20((16, 32, 64)))
+# Joint_FSCIL's CIFAR ResNet-20, twice as wide (128-d; shiwonkim/Joint_FSCIL@dc98067 resnet20_cifar.py:45).
+BACKBONES.add("resnet20-wide", lambda: ResNet20((32, 64, 128)))
 
 
 def build_backbone(name: str) -> nn.Module:
