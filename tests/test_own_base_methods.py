@@ -35,7 +35,8 @@ METHODS = [Alice, SAVC, S3C]
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory) -> dict:
     """Each method's smoke run on the synthetic benchmark, with the method instance it ended with."""
-    options = RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None)
+    # in this process: the watched classes are made here and cannot be imported by a worker
+    options = RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None, isolation="none")
     bench = make_synthetic_benchmark()
     cache: dict = {}
 

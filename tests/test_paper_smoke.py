@@ -62,7 +62,8 @@ def paper_short(method: str, family: str, **overrides) -> type:
 
 @pytest.fixture(scope="module")
 def options(tmp_path_factory) -> RunOptions:
-    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None)
+    # in this process: the shortened classes are made here and cannot be imported by a worker
+    return RunOptions(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda msg: None, isolation="none")
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,6 @@ def test_every_paper_recipe_on_glyphs100_small(method, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "glyphs-cache"
     bench = get_benchmark("glyphs100-small").load(LoadOptions(cache_dir=cache, log=lambda m: None))
     cls = paper_short(method, "glyphs100")
-    result = run_method(bench, cls, "short", 0, RunOptions(cache_dir=cache, log=lambda m: None))
+    result = run_method(bench, cls, "short", 0, RunOptions(cache_dir=cache, log=lambda m: None, isolation="none"))
     assert result.status == "completed", result.error and result.error["traceback"]
     assert np.isfinite(result.metrics["avg"])
