@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.integrations.pretrained import FrozenBackbone, frozen_backbone, library_of
+from fscil_bench.integrations.pretrained import FrozenBackbone, check_backbone_use, frozen_backbone
 from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
     QUICK_BASE_SGD,
@@ -81,10 +81,7 @@ class PrototypeHparams:
     normalize_inputs: bool = True
 
     def __post_init__(self) -> None:
-        if not self.train_backbone and not self.pretrained:
-            raise ValueError("train_backbone=False uses a pretrained network frozen: set pretrained")
-        if self.train_backbone and (self.backbone is None or library_of(self.backbone)):
-            raise ValueError(f"backbone {self.backbone!r} is only used frozen: set train_backbone=False")
+        check_backbone_use(self.backbone, self.pretrained, self.train_backbone)
 
 
 def _paper(setup: FieldSetup) -> PrototypeHparams:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from fscil_bench import Context, MemoryDeclaration, MethodBase, Session
-from fscil_bench.integrations.pretrained import FrozenBackbone, frozen_backbone, library_of
+from fscil_bench.integrations.pretrained import FrozenBackbone, check_backbone_use, frozen_backbone
 from fscil_bench.toolkit.base_models import (
     QUICK_BACKBONE,
     QUICK_BASE_SGD,
@@ -85,10 +85,7 @@ class TEENHparams:
     normalize_inputs: bool = True
 
     def __post_init__(self) -> None:
-        if not self.train_backbone and not self.pretrained:
-            raise ValueError("train_backbone=False uses a pretrained network frozen: set pretrained")
-        if self.train_backbone and (self.backbone is None or library_of(self.backbone)):
-            raise ValueError(f"backbone {self.backbone!r} is only used frozen: set train_backbone=False")
+        check_backbone_use(self.backbone, self.pretrained, self.train_backbone)
 
 
 def _paper(setup: FieldSetup, base: SGDRecipe, temperature: float, alpha: float) -> TEENHparams:

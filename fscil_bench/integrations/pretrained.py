@@ -67,6 +67,15 @@ def library_of(backbone: str | None) -> tuple[str, str] | None:
     return (library, arch) if sep and library in LIBRARY_PREFIXES and arch else None
 
 
+def check_backbone_use(backbone: str | None, pretrained: str | None, train_backbone: bool) -> None:
+    """Raise ``ValueError`` for a preset that cannot run: a frozen backbone (``train_backbone``
+    False) without ``pretrained`` weights, or a library network (or none) marked for training."""
+    if not train_backbone and not pretrained:
+        raise ValueError("train_backbone=False uses a pretrained network frozen: set pretrained")
+    if train_backbone and (backbone is None or library_of(backbone)):
+        raise ValueError(f"backbone {backbone!r} is only used frozen: set train_backbone=False")
+
+
 def build_library_network(backbone: str, weights: LocalWeights, args: Mapping[str, Any]) -> tuple[nn.Module, int, InputView, str]:
     """The library network ``backbone`` (``timm:...`` / ``open_clip:...``) loaded from ``weights``."""
     library, arch = library_of(backbone) or (None, None)
