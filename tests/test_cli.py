@@ -70,8 +70,10 @@ def test_example_plugin_runs_through_the_cli_beside_a_broken_one(tmp_path, cache
 
 @pytest.mark.slow
 def test_default_methods_full_flow_with_resume(tmp_path, cache, capsys):
+    """Every registered method through run, resume and report, on their smoke presets (the quick
+    presets' full run is the README's second command, minutes of CPU per method)."""
     runs = tmp_path / "runs"
-    args = ["run", "--benchmark", "glyphs100-tiny", "--output", str(runs)]
+    args = ["run", "--benchmark", "glyphs100-tiny", "--preset", "smoke", "--output", str(runs)]
     assert main(args) == 0
     out = capsys.readouterr().out
     n = len(discover().names())
