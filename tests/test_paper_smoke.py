@@ -5,10 +5,10 @@ backbones, views, batch Mixup/CutMix with NC-FSCIL's loss rule, mmcv's schedules
 ``copy_list``, frozen stages and pretrained weights (a generated torchvision state dict). The
 default suite runs them on a small 32 px synthetic benchmark (the two ETF ablations, which share
 ``etf``'s code, on the small CPU backbone; the CUB recipes through CIFAR-sized views, so
-ResNet-18 runs at 32 px); ``-m slow`` runs every recipe as it is on the built-in glyphs100's
-rendered characters (its tiny variant, 20 training and 10 test images per class, so the 18
-recipes fit CI's time), a few training steps per loader epoch and every evaluation whole. The frozen ViT-B/16 recipes need
-weights that cannot be fetched offline and are skipped in both.
+ResNet-18 runs at 32 px); ``-m slow`` runs every recipe as it is on glyphs100-tiny (20 training
+and 10 test images per class, so that every recipe fits CI's time), a few training steps per
+loader epoch and every evaluation whole. The frozen ViT-B/16 recipes need weights that cannot be
+fetched offline and are skipped in both.
 """
 
 from __future__ import annotations
