@@ -13,7 +13,13 @@ from fscil_bench.data.arrays import ImageArray, LabelledImages
 from fscil_bench.data.image_files import files_fingerprint, load_images_cached
 from fscil_bench.protocol import BenchmarkInfo, Context
 from fscil_bench.run.runner import make_session
-from fscil_bench.toolkit.base_models import cached_model, cross_entropy_base_model
+from fscil_bench.toolkit.base_models import (
+    base_model_recipe_key,
+    cached_model,
+    cross_entropy_base_model,
+    warm_start_recipe,
+    warm_start_weights,
+)
 from fscil_bench.toolkit.training import SGDRecipe
 from real_data_fixtures import write_yaml_benchmark
 
@@ -40,6 +46,31 @@ def test_a_shared_recipe_trains_once_and_loads_after(synthetic_benchmark, tmp_pa
     ctx3 = make_ctx(synthetic_benchmark, tmp_path, logs)
     cross_entropy_base_model(session, ctx3, "convnet4-small", SGDRecipe(epochs=1, lr=0.05, batch_size=16))
     assert ctx3.extra["base_model"]["key"] != ctx1.extra["base_model"]["key"]
+
+
+def test_a_method_with_views_of_its_own_warm_starts_from_the_model_every_other_method_shares(synthetic_benchmark, tmp_path):
+    """The warm-start model is keyed and trained without the asking method's views: the one a
+    method without views trains, loaded, and the same weights."""
+    session = make_session(synthetic_benchmark, 0)
+    logs: list[str] = []
+    shared = cross_entropy_base_model(session, make_ctx(synthetic_benchmark, tmp_path, logs), "convnet4-small", RECIPE)
+    views = {"train": "alice-cifar-train", "test": "alice-cifar-test"}
+    ctx = Context.create(synthetic_benchmark.info(), None, 0, cache_dir=tmp_path, log=logs.append, views=views)
+    own_view = session.train.train_transform
+    session.train.train_transform = lambda images, generator: 1 / 0  # a method's view: never used here
+    weights, recipe = warm_start_weights(session, ctx, "convnet4-small", RECIPE)
+    assert "base_model" not in ctx.extra and logs[-1].endswith("loaded from cache")
+    assert recipe == warm_start_recipe(ctx, "convnet4-small", RECIPE) and recipe["views"] is None
+    assert weights.keys() == shared.backbone.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in shared.backbone.state_dict().items())
+    # The recipe's own "views" entry wins over the method's; without it the method's views count.
+    plain = {k: v for k, v in recipe.items() if k != "views"}
+    assert base_model_recipe_key("b@1", 0, recipe, views) == base_model_recipe_key("b@1", 0, plain)
+    assert base_model_recipe_key("b@1", 0, plain, views) != base_model_recipe_key("b@1", 0, plain)
+    # Its own views untouched, the benchmark's still at hand; nothing to warm start from: nothing.
+    assert session.train.benchmark_transforms[0] is own_view
+    assert session.train.with_benchmark_transforms().raw_images is session.train.raw_images
+    assert warm_start_weights(session, ctx, "convnet4-small", None) == (None, None)
 
 
 def test_a_corrupted_base_model_is_detected_and_retrained(synthetic_benchmark, tmp_path):

@@ -146,6 +146,18 @@ def test_a_dry_run_tells_a_base_model_that_an_earlier_run_of_the_grid_trains(tmp
     assert lines[7] == f"    seed 0: would run; base model {first} (cross-entropy): load (trained by an earlier run of this grid)"
 
 
+def test_a_dry_run_shows_the_own_base_methods_warm_starting_from_the_shared_model(tmp_path, cache, capsys):
+    """alice and savc have views of their own, s3c none: all three start from the model prototype
+    trains (keyed without their views), then train their own."""
+    assert main(["run", "--benchmark", "glyphs100-tiny", "--methods", "prototype,alice,savc,s3c", "--output",
+                 str(tmp_path / "runs"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shared = re.search(r"base model ([0-9a-f]{16}) \(cross-entropy\): train$", lines[4]).group(1)
+    for name, line in zip(["alice", "savc", "s3c"], [lines[7], lines[10], lines[13]]):
+        assert re.fullmatch(rf"    seed 0: would run; base model {shared} \(cross-entropy\): load \(trained by an "
+                            rf"earlier run of this grid\); base model [0-9a-f]{{16}} \({name}\): train", line), line
+
+
 def test_a_grid_job_carries_the_overrides_and_the_run_file_to_its_worker(tmp_path, cache):
     from fscil_bench.run.executors import GridJob, run_job
     from fscil_bench.run.overrides import Override

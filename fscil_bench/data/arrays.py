@@ -11,6 +11,7 @@ For a CUDA device each batch is gathered into pinned (page-locked) host memory a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,9 +74,18 @@ class LabelledImages:
         self._labels = torch.from_numpy(data.labels)
         self.train_transform = train_transform
         self.eval_transform = eval_transform
+        #: The transforms the samples were made with (the benchmark's): a method's own views
+        #: replace ``train_transform`` and ``eval_transform``, not these.
+        self.benchmark_transforms = (train_transform, eval_transform)
 
     def __len__(self) -> int:
         return len(self._labels)
+
+    def with_benchmark_transforms(self) -> LabelledImages:
+        """The same samples (shared, not copied) through :attr:`benchmark_transforms`."""
+        other = copy.copy(self)
+        other.train_transform, other.eval_transform = self.benchmark_transforms
+        return other
 
     @property
     def labels(self) -> torch.Tensor:

@@ -75,7 +75,12 @@ def _load_or_train(ctx: Context, path: Path, model: nn.Module, train: Callable[[
 def base_model_recipe_key(benchmark_id: str, seed: int, recipe: dict[str, Any],
                           views: dict[str, str] | None = None) -> str:
     """The recipe key of the base model of ``recipe`` on a benchmark (``name@version``) and seed;
-    a method's own train/test ``views`` (:attr:`Context.views`) train another model."""
+    a method's own train/test ``views`` (:attr:`Context.views`) train another model. A recipe
+    with a ``"views"`` entry names the views it is trained on itself (None: the benchmark's), so
+    a method with views of its own can ask for the model every method without views shares."""
+    if "views" in recipe:
+        recipe = dict(recipe)
+        views = recipe.pop("views")
     return stable_hash({"benchmark": benchmark_id, "seed": seed, "recipe": recipe, "code": BASE_CODE_VERSION,
                         **({"views": views} if views else {})})
 
@@ -131,36 +136,41 @@ CLASSIFIERS = ("linear", "cosine")
 
 
 def cross_entropy_recipe(backbone: str, sgd: SGDRecipe, classes: int, init: dict[str, Any] | None = None,
-                         classifier: str = "linear", scale: float = 16.0) -> dict[str, Any]:
+                         classifier: str = "linear", scale: float = 16.0, benchmark_views: bool = False) -> dict[str, Any]:
     """The recipe (cache key material) of :func:`cross_entropy_base_model` for ``classes`` base
     classes; ``init`` is the backbone initialisation's identity (:attr:`BackboneInit.identity`)."""
     if classifier not in CLASSIFIERS:
         raise ValueError(f"unknown base classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
     head = {"classifier": "cosine", "scale": scale} if classifier == "cosine" else {}
     return {"kind": "cross-entropy", "backbone": backbone, "sgd": recipe_key(sgd), "classes": classes,
-            **(init or {}), **head}
+            **(init or {}), **head, **({"views": None} if benchmark_views else {})}
 
 
 def cross_entropy_recipe_for(ctx: Context, backbone: str, sgd: SGDRecipe, pretrained: str | None = None,
-                             frozen_stages: int = -1, classifier: str = "linear", scale: float = 16.0) -> dict[str, Any]:
+                             frozen_stages: int = -1, classifier: str = "linear", scale: float = 16.0,
+                             benchmark_views: bool = False) -> dict[str, Any]:
     """The recipe :func:`cross_entropy_base_model` trains under the same arguments (for a method's
     ``base_model_recipes``)."""
     init = backbone_init(ctx, backbone, pretrained, frozen_stages)
-    return cross_entropy_recipe(backbone, sgd, ctx.benchmark.num_base_classes, init.identity, classifier, scale)
+    return cross_entropy_recipe(backbone, sgd, ctx.benchmark.num_base_classes, init.identity, classifier, scale,
+                                benchmark_views)
 
 
 def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd: SGDRecipe,
                              pretrained: str | None = None, frozen_stages: int = -1, classifier: str = "linear",
-                             scale: float = 16.0) -> BackboneWithHead | BackboneWithCosineHead:
+                             scale: float = 16.0, benchmark_views: bool = False) -> BackboneWithHead | BackboneWithCosineHead:
     """The standard base model: ``backbone`` + a classifier trained with cross-entropy on the
     base session, shared (through the cache) by every method with the same settings. The
     classifier is linear, or ``"cosine"`` (``scale * cos``, CEC's decoupled-cosine base,
     :class:`~fscil_bench.toolkit.heads.BackboneWithCosineHead`). The backbone starts from
     scratch, or from ``pretrained`` weights with ``frozen_stages`` frozen
-    (:func:`fscil_bench.toolkit.backbones.backbone_init`)."""
+    (:func:`fscil_bench.toolkit.backbones.backbone_init`). It is trained through the method's own
+    views, or through the benchmark's (``benchmark_views``: the model that every method without
+    views of its own shares)."""
     init = backbone_init(ctx, backbone, pretrained, frozen_stages)
-    recipe = cross_entropy_recipe(backbone, sgd, session.num_seen, init.identity, classifier, scale)
+    recipe = cross_entropy_recipe(backbone, sgd, session.num_seen, init.identity, classifier, scale, benchmark_views)
     generator = torch.Generator().manual_seed(ctx.stage_seed("base-data", stable_hash(recipe)))
+    data = session.train.with_benchmark_transforms() if benchmark_views else session.train
 
     def build() -> nn.Module:
         if classifier == "cosine":
@@ -168,10 +178,27 @@ def cross_entropy_base_model(session: Session, ctx: Context, backbone: str, sgd:
         return BackboneWithHead(init.build(), session.num_seen)
 
     def train(model: nn.Module) -> None:
-        train_supervised(model, session.train, F.cross_entropy, sgd, ctx, desc="base session", generator=generator,
+        train_supervised(model, data, F.cross_entropy, sgd, ctx, desc="base session", generator=generator,
                          predict=model)
 
-    return cached_model(ctx, recipe, build, train, data=session.train)
+    return cached_model(ctx, recipe, build, train, data=data)
+
+
+def warm_start_recipe(ctx: Context, backbone: str, sgd: SGDRecipe) -> dict[str, Any]:
+    """The recipe of :func:`warm_start_weights` (for a method's ``base_model_recipes``)."""
+    return cross_entropy_recipe_for(ctx, backbone, sgd, benchmark_views=True)
+
+
+def warm_start_weights(session: Session, ctx: Context, backbone: str,
+                       sgd: SGDRecipe | None) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """The backbone weights of the shared cross-entropy base model of ``sgd``, trained from
+    scratch through the benchmark's own transforms whatever the asking method's views, and its
+    recipe: where a method that trains its own base model starts from (``quick`` presets).
+    ``(None, None)`` when ``sgd`` is None (no warm start)."""
+    if sgd is None:
+        return None, None
+    model = cross_entropy_base_model(session, ctx, backbone, sgd, benchmark_views=True)
+    return model.backbone.state_dict(), ctx.extra.pop("base_model")["recipe"]
 
 
 #: The base recipe of the ``quick`` presets (CPU, minutes): shared so those methods train it once
