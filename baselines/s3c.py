@@ -102,8 +102,8 @@ def _paper_sgd(epochs: int, lr: float, milestones: tuple[int, ...]) -> SGDRecipe
                      nesterov=True)
 
 
-_PAPER_CIFAR = S3CHparams(backbone="resnet20", warm_start=None, base=_paper_sgd(200, 0.1, (120, 160)), base_images_per_class=None,
-                          train_view="cec-cifar-train", test_view="cec-cifar-test")
+_PAPER_CIFAR = S3CHparams(backbone="resnet20", warm_start=None, base=_paper_sgd(200, 0.1, (120, 160)),
+                          base_images_per_class=None, train_view="cec-cifar-train", test_view="cec-cifar-test")
 
 
 class SingleTokenAttention(nn.Module):
@@ -174,8 +174,8 @@ class S3C(MethodBase):
     paper = "Kalla and Biswas, S3C: Self-Supervised Stochastic Classifiers for Few-Shot Class-Incremental Learning, ECCV 2022"
     presets = {
         "quick": S3CHparams(),
-        "smoke": S3CHparams(warm_start=None, base=SGDRecipe(epochs=1, lr=0.05, batch_size=16, nesterov=True), base_images_per_class=None,
-                            session_steps=5),
+        "smoke": S3CHparams(warm_start=None, base=SGDRecipe(epochs=1, lr=0.05, batch_size=16, nesterov=True),
+                            base_images_per_class=None, session_steps=5),
         "paper": {
             "cifar100": _PAPER_CIFAR,
             "mini_imagenet": dataclasses.replace(_PAPER_CIFAR, backbone="resnet18", train_view="cec-mini-train",

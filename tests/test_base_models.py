@@ -20,6 +20,7 @@ from fscil_bench.toolkit.base_models import (
     warm_start_recipe,
     warm_start_weights,
 )
+from fscil_bench.toolkit.exemplars import labelled_images
 from fscil_bench.toolkit.training import SGDRecipe
 from real_data_fixtures import write_yaml_benchmark
 
@@ -70,6 +71,8 @@ def test_a_method_with_views_of_its_own_warm_starts_from_the_model_every_other_m
     # Its own views untouched, the benchmark's still at hand; nothing to warm start from: nothing.
     assert session.train.benchmark_transforms[0] is own_view
     assert session.train.with_benchmark_transforms().raw_images is session.train.raw_images
+    subset = labelled_images(session.train.raw_images[:4], session.train.labels[:4], session.train)
+    assert subset.train_transform is session.train.train_transform and subset.benchmark_transforms[0] is own_view
     assert warm_start_weights(session, ctx, "convnet4-small", None) == (None, None)
 
 

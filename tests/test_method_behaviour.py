@@ -2,9 +2,10 @@
 
 * Determinism: each method's ``smoke`` preset run twice on the same seed from two empty caches
   gives identical predictions (the later runs replaying the first one's evaluation batches) and
-  identical final logits (and so does a third run that loads the cached base model); another seed gives other predictions (every built-in method seeds its
-  base model's initial weights from the run's seed). These runs use a benchmark of pure noise,
-  where no method can be right for a reason, so its predictions follow its weights.
+  identical final logits (and so does a third run that loads the cached base model); another
+  seed gives other predictions (every built-in method seeds its base model's initial weights
+  from the run's seed). These runs use a benchmark of pure noise, where no method can be right
+  for a reason, so its predictions follow its weights.
 * Behaviour, on the well-separated synthetic benchmark (``conftest.make_synthetic_benchmark``,
   where the right answer is known), each method trained enough to learn it (the ``smoke``
   settings with a 10-epoch base session; see ``TRAINED``): every method beats the constant

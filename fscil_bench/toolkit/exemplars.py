@@ -33,12 +33,15 @@ def subsample_per_class(labels: torch.Tensor, per_class: int | None, generator: 
 
 
 def labelled_images(images: torch.Tensor, labels: torch.Tensor, like: LabelledImages) -> LabelledImages:
-    """uint8 ``(N, H, W, 3)`` ``images`` and their ``labels`` with the transforms of ``like``."""
-    return LabelledImages(
+    """uint8 ``(N, H, W, 3)`` ``images`` and their ``labels`` with the transforms of ``like`` (its
+    current ones and its :attr:`~LabelledImages.benchmark_transforms`)."""
+    out = LabelledImages(
         ImageArray(np.ascontiguousarray(images.numpy()), labels.numpy().astype(np.int64)),
         like.train_transform,
         like.eval_transform,
     )
+    out.benchmark_transforms = like.benchmark_transforms
+    return out
 
 
 class ImageBank:
