@@ -56,6 +56,10 @@ def test_cells_cover_the_standard_split_and_the_side_tables_every_run(tmp_path, 
     assert ("Best by Last at each split and order (mean over seeds; ranked rows: not oracle, "
             "protocol-clean): split 0 order 0: a [quick]; "
             "split 1 order 0: a [quick] = c [quick]; a [quick] is best or tied best in 2 of 2.") in md
+    # The whole ranking: c is second alone at split 0 (14.5 against b's 11), tied first at split 1.
+    assert ("Top 5 by Last at each split and order (mean over seeds; ranked rows): "
+            "split 0 order 0: a [quick] > c [quick] > b [quick]; "
+            "split 1 order 0: a [quick] = c [quick] > b [quick]; 2 different rankings among 2.") in md
     # a is the best; c's differences (0, +1, -1, -1) / 20 are not significant; b's -4 / 20 are.
     paired = table_rows(md, "Paired comparisons with the best")
     assert paired["a"]["Δ Last"] == "reference" and paired["a"]["≈ best (Last)"] == "best"

@@ -9,7 +9,8 @@ and order); the statistics are those of :mod:`fscil_bench.reporting.stats`.
   (seed, split, order): the paired t interval over runs, the Wilcoxon p-value, and the bootstrap
   interval over test images (:func:`image_bootstrap`).
 * :func:`ties_with`: which rows are statistically indistinguishable from a reference row.
-* :func:`best_per_schedule`: the best row at each split and order, to see whether rankings flip.
+* :func:`ranking_per_schedule`, :func:`best_per_schedule`: the rows ranked (or the best row) at
+  each split and order, to see whether rankings flip.
 * :func:`row_cost`: time, device, peak and declared memory per run.
 """
 
@@ -62,20 +63,31 @@ def row_spread(row: MethodRow, key: str) -> RowSpread:
     return RowSpread(mean, sd, n, {f: factor_spread(points, f) for f in FACTORS})
 
 
-def best_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[MethodRow]]:
+def ranking_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[list[MethodRow]]]:
     """Per (split, order) that every ranked row of ``rows`` (not oracle, protocol-clean) has runs
-    on: the row(s) with the highest mean of ``key`` over their seeds there (several on a tie, to 1e-12)."""
+    on: the ranked rows by descending mean of ``key`` over their seeds there, rows whose means tie
+    (to 1e-12) grouped together. Empty when fewer than two rows are ranked."""
     ranked = [r for r in rows if not r.oracle and not r.not_clean and r.runs]
     if len(ranked) < 2:
         return {}
     common = set.intersection(*({(c.coord.split, c.coord.order) for c in r.runs} for r in ranked))
     out = {}
     for schedule in sorted(common):
-        means = {id(r): np.mean([x.values[key] for x in r.runs if (x.coord.split, x.coord.order) == schedule])
+        means = {id(r): float(np.mean([x.values[key] for x in r.runs if (x.coord.split, x.coord.order) == schedule]))
                  for r in ranked}
-        top = max(means.values())
-        out[schedule] = [r for r in ranked if top - means[id(r)] <= 1e-12]
+        groups: list[list[MethodRow]] = []
+        for r in sorted(ranked, key=lambda r: -means[id(r)]):  # stable: ties keep the leaderboard's order
+            if groups and means[id(groups[-1][0])] - means[id(r)] <= 1e-12:
+                groups[-1].append(r)
+            else:
+                groups.append([r])
+        out[schedule] = groups
     return out
+
+
+def best_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[MethodRow]]:
+    """Per (split, order) of :func:`ranking_per_schedule`: the row(s) with the highest mean of ``key``."""
+    return {schedule: groups[0] for schedule, groups in ranking_per_schedule(rows, key).items()}
 
 
 def design_text(row: MethodRow) -> str:

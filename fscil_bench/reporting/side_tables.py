@@ -18,6 +18,7 @@ from fscil_bench.reporting.analysis import (
     MetricComparison,
     best_per_schedule,
     design_text,
+    ranking_per_schedule,
     row_cost,
     row_spread,
 )
@@ -26,6 +27,8 @@ from fscil_bench.reporting.stats import FACTORS
 from fscil_bench.reporting.tables import Table
 
 TITLES = {"avg": "Avg", "last": "Last"}
+#: How many leading ranked rows the ranking line under the variance table follows.
+TOP_RANKS = 5
 MIB = 1024.0**2
 
 
@@ -95,6 +98,7 @@ def variance_table(bench: BenchmarkResults, table: Table) -> SideTable | None:
         side.add(cells)
         side.csv[row.method, row.preset] = csv
     side.legend += [_flips(rows, key) for key in COMPARED if best_per_schedule(rows, key)]
+    side.legend += [_top_ranks(rows, key) for key in COMPARED if ranking_per_schedule(rows, key)]
     return side
 
 
@@ -112,6 +116,26 @@ def _flips(rows: list[MethodRow], key: str) -> str:
     return (f"Best by {TITLES[key]} at each split and order (mean over seeds; ranked rows: not oracle, "
             f"protocol-clean): {cells}; "
             f"{leader} is best or tied best in {counts[leader]} of {len(best)}.")
+
+
+def _top_ranks(rows: list[MethodRow], key: str, k: int = TOP_RANKS) -> str:
+    """One line: the leading ranked rows by ``key`` at each split and order (``>`` between ranks,
+    ``=`` within a tie; whole tie groups until ``k`` rows are shown), and whether that ranking is
+    the same at every split and order."""
+    rankings = {}
+    for (split, order), groups in ranking_per_schedule(rows, key).items():
+        shown, count = [], 0
+        for group in groups:
+            if count >= k:
+                break
+            shown.append(" = ".join(r.label for r in group))
+            count += len(group)
+        rankings[split, order] = " > ".join(shown)
+    distinct = len(set(rankings.values()))
+    verdict = (f"the same at all {len(rankings)}" if distinct == 1
+               else f"{distinct} different rankings among {len(rankings)}")
+    cells = "; ".join(f"split {split} order {order}: {text}" for (split, order), text in rankings.items())
+    return f"Top {k} by {TITLES[key]} at each split and order (mean over seeds; ranked rows): {cells}; {verdict}."
 
 
 def _csv_pts(value: float) -> float | None:
