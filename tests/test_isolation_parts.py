@@ -90,6 +90,31 @@ def test_the_sandbox_hides_binds_and_cuts_the_network(tmp_path):
     assert args.index(f"{hidden}") < args.index(f"{writable}")  # a writable cache inside a hidden folder stays writable
 
 
+_PROBE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("probe_sandbox", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+print(module.sandbox_problem(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(sandbox.sandbox_problem(sandbox.find_bwrap()) is not None, reason="no sandbox on this machine")
+def test_the_sandbox_probe_sees_an_interpreter_that_lives_in_a_private_folder(tmp_path):
+    """A virtual environment under /tmp (a clone there, say) is bound again inside the probe's sandbox,
+    as in the workers' sandboxes, so the machine is not taken for one without a sandbox."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    assert any(Path(folder) in venv.parents for folder in sandbox.PRIVATE_FOLDERS), "tmp_path is not under /tmp"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", _PROBE, sandbox.__file__, sandbox.find_bwrap()],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "None", out.stdout + out.stderr
+
+
 def test_without_bwrap_auto_falls_back_to_process_in_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(workers, "find_bwrap", lambda: None)
     level, note = workers.resolve_isolation("auto")

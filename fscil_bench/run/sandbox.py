@@ -77,15 +77,25 @@ def _supports_size(bwrap: str) -> bool:
     return "--size" in out.stdout + out.stderr
 
 
+def interpreter_paths() -> list[Path]:
+    """What a worker imports from: this interpreter's prefixes and ``sys.path`` folders (bound
+    again read-only where they lie in a private folder, e.g. a virtual environment under ``/tmp``)."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
+    paths |= {Path(p).resolve() for p in sys.path if p and Path(p).exists()}
+    return sorted(paths)
+
+
 @functools.lru_cache(maxsize=None)
 def sandbox_problem(bwrap: str | None) -> str | None:
-    """Why no sandbox can run here (one line), or ``None`` when one can."""
+    """Why no sandbox can run here (one line), or ``None`` when one can. The probe starts this
+    interpreter in a sandbox that can read what the workers' sandboxes can: :func:`interpreter_paths`."""
     if not sys.platform.startswith("linux"):
         return f"bubblewrap needs Linux, this is {sys.platform}"
     if bwrap is None:
         return "bwrap not found (install the package's sandbox extra, or Debian's bubblewrap)"
     try:
-        out = subprocess.run(bwrap_command(bwrap, SandboxPlan(), [sys.executable, "-c", "pass"]),
+        plan = SandboxPlan(readable=tuple(interpreter_paths()))
+        out = subprocess.run(bwrap_command(bwrap, plan, [sys.executable, "-c", "pass"]),
                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bwrap could not run: {exc}"

@@ -39,7 +39,7 @@ import numpy as np
 from fscil_bench import distributed
 from fscil_bench.defaults import DATA_ROOT_ENV
 from fscil_bench.run import wire
-from fscil_bench.run.sandbox import SandboxPlan, bwrap_command, find_bwrap, sandbox_problem
+from fscil_bench.run.sandbox import SandboxPlan, bwrap_command, find_bwrap, interpreter_paths, sandbox_problem
 from fscil_bench.run.spawner import die_with_parent
 
 LEVELS = ("sandbox", "process", "none")
@@ -98,13 +98,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _code_paths() -> list[Path]:
-    """What a worker imports from: this interpreter's prefixes and ``sys.path`` folders."""
-    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
-    paths |= {Path(p).resolve() for p in sys.path if p and Path(p).exists()}
-    return sorted(paths)
-
-
 class WorkerPool:
     """Starts method workers at one isolation level (``sandbox`` or ``process``).
 
@@ -132,7 +125,7 @@ class WorkerPool:
             folder.mkdir(parents=True, exist_ok=True)
         hidden_paths = [cache / "datasets"] + [Path(p).resolve() for p in hidden if p]
         self.plan = SandboxPlan(hidden=tuple(hidden_paths), writable=tuple(writable),
-                                readable=tuple(_code_paths() + [Path(p).resolve() for p in readable]
+                                readable=tuple(interpreter_paths() + [Path(p).resolve() for p in readable]
                                                + [cache / "weights", self.inbox]),
                                 share_network=distributed.launched_by_torchrun())
         self.bwrap = find_bwrap() if level == "sandbox" else None
