@@ -37,6 +37,11 @@ NO_SANDBOX = sandbox_problem(find_bwrap())
 needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox on this machine: {NO_SANDBOX}")
 METHODS = [HONEST, "attack-order", "attack-interpreter", "attack-files", "attack-write", "attack-network", "segfault",
            "exits", "hog"]
+#: Attacks that only the sandbox stops. Without one they succeed (``attack-write`` overwrites every
+#: record of the grid), so the grid leaves them out and their tests are skipped.
+SANDBOX_ONLY = ("attack-files", "attack-write", "attack-network")
+GRID = [m for m in METHODS if NO_SANDBOX is None or m not in SANDBOX_ONLY]
+MISBEHAVING = 3  # segfault, exits, hog
 
 
 class Listener:
@@ -66,7 +71,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    """Every method of :data:`METHODS` in one ``fscil-bench run``; the records, output and the
+    """Every method of :data:`GRID` in one ``fscil-bench run``; the records, output and the
     folders the attacks aimed at."""
     root = tmp_path_factory.mktemp("sealed")
     cache, runs, data_root = root / "cache", root / "runs", root / "data"
@@ -79,7 +84,7 @@ def grid(tmp_path_factory):
             "--device", "cpu", "--plugin", str(REPO / "examples" / "nearest_mean_pixels.py")]
     for plugin in plugins:
         args += ["--plugin", plugin]
-    args += ["--methods", ",".join(METHODS), "--time-limit", "60", "--load-time-limit", "5", "--memory-limit", "2"]
+    args += ["--methods", ",".join(GRID), "--time-limit", "60", "--load-time-limit", "5", "--memory-limit", "2"]
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATTACK_PORT", str(listener.port))
@@ -90,7 +95,7 @@ def grid(tmp_path_factory):
             code = main(args)
     listener.close()
     records = {}
-    for method in METHODS:
+    for method in GRID:
         path = runs / f"{BENCH}@1" / method / "quick" / "seed-0" / "record.json"
         records[method] = json.loads(path.read_text()) if path.exists() else None
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "records": records, "runs": runs,
@@ -117,12 +122,12 @@ def test_the_honest_method_completes_and_every_record_names_its_isolation(grid):
     record = grid["records"][HONEST]
     assert record["status"] == "completed"
     assert 2 / 60 < accuracies(grid, HONEST)[0] < 0.5  # learns something, as in test_cli
-    for method in METHODS:
+    for method in GRID:
         assert grid["records"][method]["isolation"]["level"] == level, method
         assert grid["records"][method]["isolation"]["limits"]["memory_bytes"] == 2 << 30
     seeds = record["evaluation_order"]["seeds"]
     assert len(seeds) == 9 and len(set(seeds)) == 9 and not record["evaluation_order"]["replayed"]
-    assert f"6 of {len(METHODS)} runs complete" in grid["out"]  # the three that misbehave failed, alone
+    assert f"{len(GRID) - MISBEHAVING} of {len(GRID)} runs complete" in grid["out"]  # the three that misbehave failed, alone
     assert grid["code"] == 1
 
 

@@ -40,6 +40,11 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
+def plan_lines(capsys) -> list[str]:
+    """A dry run's printed plan, without the note a machine with no sandbox adds before it."""
+    return [line for line in capsys.readouterr().out.splitlines() if not line.startswith("note: no sandbox")]
+
+
 def record_of(runs: Path, preset: str, seed: int = 0) -> dict:
     return json.loads((runs / "glyphs100-tiny@1" / "nearest-mean-pixels" / preset / f"seed-{seed}" / "record.json").read_text())
 
@@ -115,7 +120,7 @@ def test_a_dry_run_shows_the_grid_the_recipes_and_the_base_models_and_writes_not
            "nearest-mean-pixels,prototype,finetune", "--seeds", "0", "1", "--set", "prototype:base.epochs=1",
            "--output", str(runs), "--dry-run"]
     assert main(dry) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = plan_lines(capsys)
     assert lines[:3] == ["dry run: nothing is trained or written", "glyphs100-tiny@1", "  nearest-mean-pixels [quick]"]
     assert lines[3:6] == ["    recipe: {pool: 8}", "    seed 0: complete, would be skipped",
                           "    seed 1: would run; base models not declared by the method"]
@@ -141,7 +146,7 @@ def test_a_dry_run_shows_the_grid_the_recipes_and_the_base_models_and_writes_not
 def test_a_dry_run_tells_a_base_model_that_an_earlier_run_of_the_grid_trains(tmp_path, cache, capsys):
     assert main(["run", "--benchmark", "glyphs100-tiny", "--methods", "prototype,finetune", "--output",
                  str(tmp_path / "runs"), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = plan_lines(capsys)
     first = re.search(r"base model ([0-9a-f]{16}) \(cross-entropy\): train$", lines[4]).group(1)
     assert lines[7] == f"    seed 0: would run; base model {first} (cross-entropy): load (trained by an earlier run of this grid)"
 
@@ -151,7 +156,7 @@ def test_a_dry_run_shows_the_own_base_methods_warm_starting_from_the_shared_mode
     trains (keyed without their views), then train their own."""
     assert main(["run", "--benchmark", "glyphs100-tiny", "--methods", "prototype,alice,savc,s3c", "--output",
                  str(tmp_path / "runs"), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = plan_lines(capsys)
     shared = re.search(r"base model ([0-9a-f]{16}) \(cross-entropy\): train$", lines[4]).group(1)
     for name, line in zip(["alice", "savc", "s3c"], [lines[7], lines[10], lines[13]]):
         assert re.fullmatch(rf"    seed 0: would run; base model {shared} \(cross-entropy\): load \(trained by an "
@@ -210,7 +215,7 @@ def test_a_dry_run_lists_every_split_and_order_and_their_shared_base_model(tmp_p
     # base.epochs=2: a recipe no other test of this module puts in the shared cache
     assert main(["run", "--benchmark", "glyphs100-tiny", "--methods", "prototype", "--set", "base.epochs=2",
                  "--splits", "0", "3", "--orders", "0", "1", "--output", str(tmp_path / "runs"), "--dry-run"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = plan_lines(capsys)
     assert lines[2] == f"  prototype [{preset_id('quick', {'base.epochs': 2})}]  overrides: base.epochs=2"
     key = re.fullmatch(r"    seed 0: would run; base model ([0-9a-f]{16}) \(cross-entropy\): train", lines[4]).group(1)
     assert lines[5:8] == [f"    seed 0{where}: would run; base model {key} (cross-entropy): load (trained by an earlier "
@@ -223,7 +228,7 @@ def test_a_dry_run_names_the_track_the_overrides_give(tmp_path, cache, capsys):
     assert main(base) == 0
     assert "  simplecil [quick]" in capsys.readouterr().out.splitlines()
     assert main([*base, "--set", "pretrained=timm-vit-b16-in21k"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = plan_lines(capsys)
     proto = preset_id("quick", {"pretrained": "timm-vit-b16-in21k"})
     assert f"  simplecil [{proto}] [pretrained-timm-vit-b16-in21k]  overrides: pretrained=timm-vit-b16-in21k" in lines
     assert "    seed 0: would run; no cached base model" in lines  # a frozen pretrained network: nothing to train
