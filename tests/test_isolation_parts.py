@@ -115,6 +115,25 @@ def test_the_sandbox_probe_sees_an_interpreter_that_lives_in_a_private_folder(tm
     assert out.stdout.strip() == "None", out.stdout + out.stderr
 
 
+def test_the_workers_can_read_this_projects_packages_found_outside_sys_path(tmp_path):
+    """An editable install finds fscil_bench, its baselines and sessions through an import hook, so
+    a command started away from the clone has none of their folders on sys.path; the sandbox must
+    still bind them (a clone under /tmp otherwise starts no worker)."""
+    import json
+    import subprocess
+    import sys
+
+    packages = ["fscil_bench", "fscil_bench.baselines", "fscil_bench.sessions"]
+    code = ("import importlib, json, sys; from fscil_bench.run.sandbox import interpreter_paths; "
+            "print(json.dumps({'readable': [str(p) for p in interpreter_paths()], "
+            f"'packages': [str(importlib.import_module(n).__path__[0]) for n in {packages!r}]}}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                                    timeout=120, check=True).stdout)
+    readable = [Path(p) for p in out["readable"]]
+    for package in map(Path, out["packages"]):
+        assert any(package == p or p in package.parents for p in readable), (package, readable)
+
+
 def test_without_bwrap_auto_falls_back_to_process_in_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(workers, "find_bwrap", lambda: None)
     level, note = workers.resolve_isolation("auto")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,9 @@ from pathlib import Path
 PRIVATE_FOLDERS = ("/tmp", "/dev/shm")
 #: Size cap of each private in-memory folder, where bwrap supports ``--size`` (0.10 and later).
 PRIVATE_FOLDER_BYTES = 1 << 30
+#: This project's packages. An editable install finds them through an import hook, not ``sys.path``,
+#: and ``baselines`` and ``sessions`` live beside ``fscil_bench``, not in it.
+OWN_PACKAGES = ("fscil_bench", "fscil_bench.baselines", "fscil_bench.sessions")
 #: GPU device nodes the workers need (NVIDIA's driver; DRI render nodes).
 DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri")
 
@@ -78,10 +82,18 @@ def _supports_size(bwrap: str) -> bool:
 
 
 def interpreter_paths() -> list[Path]:
-    """What a worker imports from: this interpreter's prefixes and ``sys.path`` folders (bound
-    again read-only where they lie in a private folder, e.g. a virtual environment under ``/tmp``)."""
+    """What a worker imports from: this interpreter's prefixes, its ``sys.path`` folders and the
+    folders of :data:`OWN_PACKAGES` (bound again read-only where they lie in a private folder, e.g. a
+    clone and its virtual environment under ``/tmp``)."""
     paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
     paths |= {Path(p).resolve() for p in sys.path if p and Path(p).exists()}
+    for name in OWN_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # an interpreter without this project (the probe's own test)
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            paths |= {Path(p).resolve() for p in spec.submodule_search_locations}
     return sorted(paths)
 
 
