@@ -9,8 +9,8 @@ and order); the statistics are those of :mod:`fscil_bench.reporting.stats`.
   (seed, split, order): the paired t interval over runs, the Wilcoxon p-value, and the bootstrap
   interval over test images (:func:`image_bootstrap`).
 * :func:`ties_with`: which rows are statistically indistinguishable from a reference row.
-* :func:`ranking_per_schedule`, :func:`best_per_schedule`: the rows ranked (or the best row) at
-  each split and order, to see whether rankings flip.
+* :func:`ranking_per_schedule`: the rows ranked at each split and order, to see whether
+  rankings flip.
 * :func:`row_cost`: time, device, peak and declared memory per run.
 """
 
@@ -63,7 +63,11 @@ def row_spread(row: MethodRow, key: str) -> RowSpread:
     return RowSpread(mean, sd, n, {f: factor_spread(points, f) for f in FACTORS})
 
 
-def ranking_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[list[MethodRow]]]:
+#: Per (split, order): the ranked rows in tie groups, best first (:func:`ranking_per_schedule`).
+Rankings = dict[tuple[int, int], list[list[MethodRow]]]
+
+
+def ranking_per_schedule(rows: list[MethodRow], key: str) -> Rankings:
     """Per (split, order) that every ranked row of ``rows`` (not oracle, protocol-clean) has runs
     on: the ranked rows by descending mean of ``key`` over their seeds there, rows whose means tie
     (to 1e-12) grouped together. Empty when fewer than two rows are ranked."""
@@ -71,7 +75,7 @@ def ranking_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int
     if len(ranked) < 2:
         return {}
     common = set.intersection(*({(c.coord.split, c.coord.order) for c in r.runs} for r in ranked))
-    out = {}
+    out: Rankings = {}
     for schedule in sorted(common):
         means = {id(r): float(np.mean([x.values[key] for x in r.runs if (x.coord.split, x.coord.order) == schedule]))
                  for r in ranked}
@@ -83,11 +87,6 @@ def ranking_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int
                 groups.append([r])
         out[schedule] = groups
     return out
-
-
-def best_per_schedule(rows: list[MethodRow], key: str) -> dict[tuple[int, int], list[MethodRow]]:
-    """Per (split, order) of :func:`ranking_per_schedule`: the row(s) with the highest mean of ``key``."""
-    return {schedule: groups[0] for schedule, groups in ranking_per_schedule(rows, key).items()}
 
 
 def design_text(row: MethodRow) -> str:

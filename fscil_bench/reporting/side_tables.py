@@ -16,7 +16,7 @@ from tabulate import tabulate
 from fscil_bench.reporting.analysis import (
     COMPARED,
     MetricComparison,
-    best_per_schedule,
+    Rankings,
     design_text,
     ranking_per_schedule,
     row_cost,
@@ -97,15 +97,16 @@ def variance_table(bench: BenchmarkResults, table: Table) -> SideTable | None:
             csv[f"{TITLES[key]} total n"] = spread.n
         side.add(cells)
         side.csv[row.method, row.preset] = csv
-    side.legend += [_flips(rows, key) for key in COMPARED if best_per_schedule(rows, key)]
-    side.legend += [_top_ranks(rows, key) for key in COMPARED if ranking_per_schedule(rows, key)]
+    rankings = {key: ranking_per_schedule(rows, key) for key in COMPARED}
+    side.legend += [_flips(rankings[key], key) for key in COMPARED if rankings[key]]
+    side.legend += [_top_ranks(rankings[key], key) for key in COMPARED if rankings[key]]
     return side
 
 
-def _flips(rows: list[MethodRow], key: str) -> str:
+def _flips(ranking: Rankings, key: str) -> str:
     """One line: the best row by ``key`` at each split and order (mean over seeds), and the row
     that is best (or tied best) most often."""
-    best = best_per_schedule(rows, key)
+    best = {schedule: groups[0] for schedule, groups in ranking.items()}
     cells = "; ".join(f"split {split} order {order}: {' = '.join(r.label for r in top)}"
                       for (split, order), top in best.items())
     counts: dict[str, int] = {}
@@ -118,12 +119,12 @@ def _flips(rows: list[MethodRow], key: str) -> str:
             f"{leader} is best or tied best in {counts[leader]} of {len(best)}.")
 
 
-def _top_ranks(rows: list[MethodRow], key: str, k: int = TOP_RANKS) -> str:
+def _top_ranks(ranking: Rankings, key: str, k: int = TOP_RANKS) -> str:
     """One line: the leading ranked rows by ``key`` at each split and order (``>`` between ranks,
     ``=`` within a tie; whole tie groups until ``k`` rows are shown), and whether that ranking is
     the same at every split and order."""
     rankings = {}
-    for (split, order), groups in ranking_per_schedule(rows, key).items():
+    for (split, order), groups in ranking.items():
         shown, count = [], 0
         for group in groups:
             if count >= k:
